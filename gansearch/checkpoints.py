@@ -1,0 +1,87 @@
+"""Safe weight I/O: safetensors only (or ``torch.load(weights_only=True)`` for ``.pt``).
+
+Nothing here unpickles arbitrary objects. Every failure a user can cause (missing file,
+unreadable file, a tensor whose shape does not fit the model) is a
+:class:`~gansearch.errors.CheckpointError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gansearch.errors import CheckpointError
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path, *, hint: str = "") -> dict[str, torch.Tensor]:
+    """Read tensors from a ``.safetensors`` file, or a ``.pt`` file with ``weights_only``."""
+    path = Path(path)
+    fix = f"; {hint}" if hint else "; check the path"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}{fix}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any reader failure is a bad file, not a bug
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}{fix}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} is not a flat mapping of tensors{fix}")
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path, *, hint: str = "") -> nn.Module:
+    """Load a checkpoint into ``model`` strictly, with one-line errors on any mismatch."""
+    state = read_state_dict(path, hint=hint)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(
+            f"checkpoint {path} does not fit {type(model).__name__}: {what}; "
+            "was it saved from a different architecture?"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"checkpoint {path}: `{name}` has shape {tuple(tensor.shape)} but the model "
+                f"expects {tuple(expected[name].shape)}; was it saved from a different width?"
+            )
+    model.load_state_dict(state)
+    return model
+
+
+def save_weights(model: nn.Module, path: str | Path) -> str:
+    """Write ``model``'s state dict as safetensors atomically; returns its SHA-256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return sha256_file(path)

@@ -1,0 +1,107 @@
+"""Scoring a study's generators: builds the :class:`~gansearch.evaluators.scorer.Scorer`
+once per process from the study's fixed evaluation protocol."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from gansearch.benchmarks import Benchmark
+from gansearch.config import EvaluationProtocol, StudyConfig
+from gansearch.evaluators import quality
+from gansearch.evaluators.scorer import Score, Scorer, ScoringProtocol, generate
+
+
+def default_cache_dir() -> Path:
+    """``$GANSEARCH_CACHE`` or ``~/.cache/gansearch``: where reference features are kept."""
+    configured = os.environ.get("GANSEARCH_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "gansearch"
+
+
+def scoring_protocol(evaluation: EvaluationProtocol, data_range: float) -> ScoringProtocol:
+    latency = evaluation.latency
+    return ScoringProtocol(
+        seeds=evaluation.seeds,
+        batch_size=evaluation.batch_size,
+        kid_subsets=evaluation.kid_subsets,
+        kid_subset_size=evaluation.kid_subset_size,
+        latency_runs=latency.runs,
+        latency_warmup=latency.warmup,
+        latency_threads=latency.threads,
+        latency_batch_size=latency.batch_size,
+        data_range=data_range,
+    )
+
+
+def _state_bytes(module: torch.nn.Module) -> bytes:
+    return b"".join(
+        name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes()
+        for name, tensor in sorted(module.state_dict().items())
+    )
+
+
+def prepare_scorer(
+    benchmark: Benchmark, config: StudyConfig, *, teacher_fidelity: bool = True
+) -> Scorer:
+    """Fix latents, reference features (cached by content hash) and teacher outputs."""
+    evaluation = config.evaluation
+    device = torch.device(config.device)
+    protocol = scoring_protocol(evaluation, benchmark.data_range)
+    latents = {
+        seed: benchmark.latents(evaluation.num_samples, seed).to(device)
+        for seed in evaluation.seeds
+    }
+    cache_dir = evaluation.cache_dir or default_cache_dir()
+    embed = reference = None
+    if benchmark.features is not None:
+        features = benchmark.features.to(device).eval()
+
+        def embed(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return features(images.to(device))
+
+        def compute_reference() -> torch.Tensor:
+            with torch.inference_mode():
+                chunks = benchmark.real.to(device).split(evaluation.batch_size)
+                return torch.cat([features(chunk)[0] for chunk in chunks]).float().cpu()
+
+        reference = quality.cached_reference_features(
+            {
+                "real": benchmark.real,
+                "features": _state_bytes(features),
+                "protocol": "features-v1",
+            },
+            compute_reference,
+            cache_dir,
+        )
+    inception = None
+    if evaluation.inception is not None:
+        from gansearch.evaluators.inception import load_inception_features
+
+        embed_inception = load_inception_features(
+            evaluation.inception.weights, device=config.device
+        )
+        inception_reference = quality.cached_reference_features(
+            {
+                "real": benchmark.real,
+                "weights": str(evaluation.inception.weights),
+                "protocol": "inception-v1",
+            },
+            lambda: embed_inception(benchmark.real.to(device)).float().cpu(),
+            cache_dir,
+        )
+        inception = (embed_inception, inception_reference)
+    teacher_outputs = None
+    if teacher_fidelity:
+        teacher = benchmark.teacher.to(device).eval()
+        teacher_outputs = {
+            seed: generate(teacher, z, evaluation.batch_size) for seed, z in latents.items()
+        }
+    return Scorer(protocol, latents, embed, reference, teacher_outputs, inception)
+
+
+def evaluate_teacher(benchmark: Benchmark, config: StudyConfig) -> Score:
+    """Score the study's teacher (teacher-fidelity metrics are trivially exact and omitted)."""
+    scorer = prepare_scorer(benchmark, config, teacher_fidelity=False)
+    return scorer.score(benchmark.teacher.to(config.device))

@@ -1,0 +1,1 @@
+"""Model zoo: bundled benchmarks, their networks, data and committed weights."""

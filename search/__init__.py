@@ -1,0 +1,1 @@
+"""Search strategies and execution engines (installed as ``gansearch.search``)."""

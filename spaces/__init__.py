@@ -1,0 +1,1 @@
+"""The joint compression search space (installed as ``gansearch.spaces``)."""

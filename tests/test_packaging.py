@@ -1,0 +1,67 @@
+"""One distribution: spaces/, search/ and evaluators/ install only under gansearch.*"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (wheel,) = out.glob("gansearch-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.namelist()
+
+
+def test_no_top_level_subpackages(wheel_names: list[str]) -> None:
+    top_level = {name.split("/")[0] for name in wheel_names}
+    assert not top_level & {"spaces", "search", "evaluators"}, sorted(top_level)
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {"gansearch"}
+
+
+def test_subpackages_installed_under_gansearch(wheel_names: list[str]) -> None:
+    for package in ("spaces", "search", "evaluators"):
+        assert f"gansearch/{package}/__init__.py" in wheel_names
+    assert "gansearch/evaluators/quality.py" in wheel_names
+
+
+def test_committed_weights_ship_in_the_wheel(wheel_names: list[str]) -> None:
+    for name in ("generator", "discriminator", "features"):
+        assert f"gansearch/zoo/weights/digits/{name}.safetensors" in wheel_names
+
+
+def test_installed_environment_has_no_top_level_spaces(tmp_path: Path) -> None:
+    """From outside the checkout, `import spaces` must not resolve to this project."""
+    code = (
+        "import importlib.util, json;"
+        "print(json.dumps({n: getattr(importlib.util.find_spec(n), 'origin', None) "
+        "for n in ('spaces', 'search', 'evaluators')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert str(ROOT) not in result.stdout, result.stdout
