@@ -167,7 +167,8 @@ def fid(features_a: Tensor, features_b: Tensor) -> float:
 # --------------------------------------------------------------------------- KID
 
 
-def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's cubic polynomial kernel matrix ``(x . y / d + 1)^3`` in float64."""
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 
 
@@ -178,6 +179,7 @@ def kid(
     subsets: int,
     subset_size: int,
     generator: np.random.Generator,
+    kernel_bb: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Kernel Inception Distance: unbiased MMD^2 with a cubic polynomial kernel.
 
@@ -193,6 +195,8 @@ def kid(
         subsets: Number of random subsets (>= 1).
         subset_size: Rows per subset; clipped to ``min(N_a, N_b)``.
         generator: Source of the subset draws; owned by the caller.
+        kernel_bb: ``polynomial_kernel(b, b)`` when the caller already has it (it
+            depends only on the reference set, so a scorer computes it once).
 
     Returns:
         ``(mean, std)`` over subsets; ``std`` uses ``ddof=1`` and is 0 for one subset.
@@ -210,15 +214,27 @@ def kid(
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"Feature dimensions must match, but got ({x.shape[1]=}, {y.shape[1]=}).")
     m = min(subset_size, x.shape[0], y.shape[0])
-    estimates = np.empty(subsets, dtype=np.float64)
+    # Each kernel matrix is computed once over all rows; a subset's sums are then
+    # quadratic forms of its 0/1 indicator vector, for all subsets in one product.
+    # Same draws and same estimate as forming the subset matrices one by one.
+    pick_x = np.zeros((subsets, x.shape[0]))
+    pick_y = np.zeros((subsets, y.shape[0]))
     for i in range(subsets):
-        xs = x[generator.choice(x.shape[0], size=m, replace=False)]
-        ys = y[generator.choice(y.shape[0], size=m, replace=False)]
-        k_xx = _polynomial_kernel(xs, xs)
-        k_yy = _polynomial_kernel(ys, ys)
-        k_xy = _polynomial_kernel(xs, ys)
-        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-        estimates[i] = within - 2.0 * k_xy.mean()
+        pick_x[i, generator.choice(x.shape[0], size=m, replace=False)] = 1.0
+        pick_y[i, generator.choice(y.shape[0], size=m, replace=False)] = 1.0
+    k_xx = polynomial_kernel(x, x)
+    if kernel_bb is not None and kernel_bb.shape != (y.shape[0], y.shape[0]):
+        raise ValueError(
+            f"`kernel_bb` must be ({y.shape[0]}, {y.shape[0]}), but got {kernel_bb.shape}."
+        )
+    k_yy = polynomial_kernel(y, y) if kernel_bb is None else kernel_bb
+    k_xy = polynomial_kernel(x, y)
+
+    def off_diagonal_sums(pick: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        return ((pick @ kernel) * pick).sum(axis=1) - pick @ np.diag(kernel)
+
+    within = (off_diagonal_sums(pick_x, k_xx) + off_diagonal_sums(pick_y, k_yy)) / (m * (m - 1))
+    estimates = within - 2.0 * ((pick_x @ k_xy) * pick_y).sum(axis=1) / (m * m)
     std = float(estimates.std(ddof=1)) if subsets > 1 else 0.0
     return float(estimates.mean()), std
 

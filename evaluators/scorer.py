@@ -121,6 +121,11 @@ class Scorer:
         self.reference = reference
         self.teacher_outputs = dict(teacher_outputs) if teacher_outputs is not None else None
         self.inception = inception
+        self._reference_kernel = (
+            quality.polynomial_kernel(*[reference.features.double().numpy()] * 2)
+            if reference is not None
+            else None
+        )
 
     def example_input(self) -> torch.Tensor:
         """The batch the cost metrics are measured on (latency batch size)."""
@@ -156,6 +161,7 @@ class Scorer:
                 subsets=self.protocol.kid_subsets,
                 subset_size=self.protocol.kid_subset_size,
                 generator=np.random.default_rng(seed),
+                kernel_bb=self._reference_kernel,
             )[0]
             values["is"] = quality.inception_score(logits)[0]
         if self.inception is not None:

@@ -80,6 +80,7 @@ def save_weights(model: nn.Module, path: str | Path) -> str:
     os.close(fd)
     try:
         save_file(state, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

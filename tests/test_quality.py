@@ -335,3 +335,26 @@ def test_inception_download_attempt_fails_fast(
 
     _assert_one_line_quickly(lambda: load_inception_features(weights), "tried to download")
     assert torch.hub.load_state_dict_from_url is original  # guard undone afterwards
+
+
+def test_kid_with_precomputed_reference_kernel_is_identical() -> None:
+    from gansearch.evaluators.quality import kid, polynomial_kernel
+
+    generator = torch.Generator().manual_seed(7)
+    a = torch.randn(120, 6, generator=generator)
+    b = torch.randn(150, 6, generator=generator) + 0.3
+    plain = kid(a, b, subsets=7, subset_size=50, generator=np.random.default_rng(1))
+    kernel = polynomial_kernel(b.double().numpy(), b.double().numpy())
+    cached = kid(
+        a, b, subsets=7, subset_size=50, generator=np.random.default_rng(1), kernel_bb=kernel
+    )
+    assert plain == pytest.approx(cached, rel=1e-12)
+    with pytest.raises(ValueError, match="kernel_bb"):
+        kid(
+            a,
+            b,
+            subsets=2,
+            subset_size=50,
+            generator=np.random.default_rng(1),
+            kernel_bb=kernel[:10, :10],
+        )
