@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+
+from gansearch.errors import MetricUnavailableError
 from gansearch.evaluators.inception import load_inception_features
 from gansearch.evaluators.quality import (
     GaussianStats,
@@ -28,8 +30,6 @@ from gansearch.evaluators.quality import (
     summarize,
     teacher_fidelity,
 )
-
-from gansearch.errors import MetricUnavailableError
 
 
 def _random_spd(rng: np.random.Generator, dim: int) -> np.ndarray:
