@@ -1,0 +1,59 @@
+"""Compression of generators: plans, structure, pruning, low-rank, encodings, apply.
+
+The flow is ``describe(teacher) -> GeneratorStructure``; a strategy builds a
+``CompressionPlan`` (plain data); ``apply_plan(teacher, plan, example_input)`` returns a
+``CompressedGenerator`` whose ``stored_nbytes()`` is exact.
+
+Submodules are imported lazily so that ``import gansearch.compress.plan`` stays free of
+torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "PLAN_VERSION": "plan",
+    "CompressionPlan": "plan",
+    "LayerPlan": "plan",
+    "InvalidPlanError": "plan",
+    "PlanNotSupportedError": "plan",
+    "validate": "plan",
+    "GeneratorStructure": "groups",
+    "PrunableGroup": "groups",
+    "GroupMember": "groups",
+    "ExcludedGroup": "groups",
+    "LayerInfo": "groups",
+    "NormInfo": "groups",
+    "StructureError": "groups",
+    "describe": "groups",
+    "prune_channels": "prune",
+    "predicted_params": "prune",
+    "channel_importance": "prune",
+    "magnitude_masks": "prune",
+    "factorize": "lowrank",
+    "full_rank": "lowrank",
+    "factor_names": "lowrank",
+    "LowRankError": "lowrank",
+    "apply_plan": "apply",
+    "apply_transform": "apply",
+    "register_transform": "apply",
+    "CompressedGenerator": "apply",
+    "PruneConfig": "apply",
+    "LowRankConfig": "apply",
+    "WeightEncodingConfig": "apply",
+    "ActivationQuantConfig": "apply",
+    "UnknownTransformError": "apply",
+    "encoded_state": "apply",
+    "encoding_manifest": "apply",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -1,0 +1,426 @@
+"""Apply a :class:`CompressionPlan` to a teacher: one verb, a registry of transforms.
+
+Shaped like torchao's ``quantize_(model, config)``: each transform is driven by a frozen
+config dataclass and implemented by a handler registered for that config type with
+:func:`register_transform`; :func:`apply_transform` dispatches on the config's type and,
+unlike torchao, names the config and lists the known ones when no handler exists.
+
+:func:`apply_plan` turns a plan into configs and applies them in a fixed order on a deep
+copy of the teacher (the teacher is never modified):
+
+1. :class:`PruneConfig` - structural channel pruning (physically fewer channels);
+2. :class:`LowRankConfig` - SVD factorisation (layer ``name`` becomes a Sequential with
+   factors ``name.0`` / ``name.1``);
+3. :class:`WeightEncodingConfig` - weight encodings (simulated numerics through a
+   parametrisation; on a factorised layer, on both factors), and rounding of biases and
+   norm parameters / running statistics to ``norm_dtype``;
+4. :class:`ActivationQuantConfig` - simulated quantisation of each listed layer's input
+   activations (on a factorised layer, the first factor's input), calibrated on the given
+   batches (the example input if none are given).
+
+Stored bytes are exact: :func:`encoded_state` returns exactly the tensors an exporter
+writes (encoded weight payloads, biases and norm tensors in ``norm_dtype``, activation
+ranges as float32 pairs, anything else unchanged; ``num_batches_tracked`` excluded), and
+:meth:`CompressedGenerator.stored_nbytes` is the sum of their sizes. Biases are stored in
+``norm_dtype`` (they are per-channel vectors like norm parameters).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from gansearch.compress.encodings import FloatEncoding, parse_encoding
+from gansearch.compress.fakequant import (
+    ACTIVATION_QUANT_NAME,
+    attach_activation_quant,
+    attach_weight_encoding,
+    calibrate_activations,
+    encoded_weight,
+)
+from gansearch.compress.groups import (
+    COMPRESSIBLE_TYPES,
+    NORM_TYPES,
+    GeneratorStructure,
+    describe,
+)
+from gansearch.compress.lowrank import factor_names, factorize
+from gansearch.compress.plan import (
+    FLOAT_ACTIVATION_BITS,
+    CompressionPlan,
+    PlanNotSupportedError,
+    validate,
+)
+from gansearch.compress.prune import prune_channels, removed_channels
+from gansearch.errors import GansearchError
+
+MANIFEST_VERSION = 1
+_NORM_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+class UnknownTransformError(GansearchError):
+    """A config type with no registered transform handler."""
+
+
+# ---------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PruneConfig:
+    """Remove the channels where ``masks[group]`` is False (groups not listed keep all)."""
+
+    structure: GeneratorStructure
+    masks: Mapping[str, tuple[bool, ...]]
+    example_input: Any
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    """Factorise each listed layer at the given rank (>= 1)."""
+
+    ranks: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class WeightEncodingConfig:
+    """Encode each listed layer's weight; store biases and norm tensors in ``norm_dtype``."""
+
+    encodings: Mapping[str, str]
+    norm_dtype: str = "float32"
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationQuantConfig:
+    """Quantise each listed layer's input activations to ``bits[layer]`` bits (2..8)."""
+
+    bits: Mapping[str, int]
+    calibration_batches: tuple[Any, ...] = field(default_factory=tuple)
+
+
+ConfigT = TypeVar("ConfigT")
+Handler = Callable[[nn.Module, Any], nn.Module]
+_HANDLERS: dict[type, Handler] = {}
+
+
+def register_transform(config_type: type[ConfigT]) -> Callable[[Handler], Handler]:
+    """Register ``handler(model, config) -> model`` for configs of ``config_type``."""
+
+    def decorator(handler: Handler) -> Handler:
+        _HANDLERS[config_type] = handler
+        return handler
+
+    return decorator
+
+
+def known_transforms() -> list[str]:
+    return sorted(t.__name__ for t in _HANDLERS)
+
+
+def apply_transform(model: nn.Module, config: Any) -> nn.Module:
+    """Apply one transform; returns the transformed model (possibly ``model`` itself).
+
+    Raises:
+        UnknownTransformError: when no handler is registered for ``type(config)``.
+    """
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise UnknownTransformError(
+            f"no transform is registered for config type {type(config).__name__!r}; "
+            f"known config types are {known_transforms()}."
+        )
+    return handler(model, config)
+
+
+# ---------------------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------------------
+
+
+@register_transform(PruneConfig)
+def _prune(model: nn.Module, config: PruneConfig) -> nn.Module:
+    return prune_channels(model, config.structure, config.masks, config.example_input)
+
+
+@register_transform(LowRankConfig)
+def _low_rank(model: nn.Module, config: LowRankConfig) -> nn.Module:
+    for name, rank in config.ranks.items():
+        layer = model.get_submodule(name)
+        _replace_submodule(model, name, factorize(layer, rank))
+    return model
+
+
+@register_transform(WeightEncodingConfig)
+def _encode_weights(model: nn.Module, config: WeightEncodingConfig) -> nn.Module:
+    for name, spec in config.encodings.items():
+        encoding = parse_encoding(spec)
+        if encoding == FloatEncoding(32):
+            continue
+        for _, module in weight_layers(model, name):
+            attach_weight_encoding(module, encoding, seed=config.seed)
+    dtype = _NORM_TORCH_DTYPES[config.norm_dtype]
+    if dtype != torch.float32:
+        with torch.no_grad():
+            for tensor in _norm_and_bias_tensors(model):
+                tensor.copy_(tensor.to(dtype).to(tensor.dtype))
+    return model
+
+
+@register_transform(ActivationQuantConfig)
+def _quantize_activations(model: nn.Module, config: ActivationQuantConfig) -> nn.Module:
+    for name, bits in config.bits.items():
+        attach_activation_quant(activation_module(model, name), bits)
+    if config.bits:
+        calibrate_activations(model, list(config.calibration_batches))
+    return model
+
+
+def _replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _norm_and_bias_tensors(model: nn.Module) -> Iterable[torch.Tensor]:
+    for module in model.modules():
+        if isinstance(module, NORM_TYPES):
+            for tensor in (module.weight, module.bias, module.running_mean, module.running_var):
+                if tensor is not None:
+                    yield tensor
+        elif isinstance(module, COMPRESSIBLE_TYPES) and module.bias is not None:
+            yield module.bias
+
+
+def activation_module(model: nn.Module, name: str) -> nn.Module:
+    """Where layer ``name``'s input quantiser lives: the layer, or its first factor.
+
+    (A quantiser cannot be a child of the factorised ``nn.Sequential`` itself, since the
+    Sequential would run it as one more stage.)
+    """
+    return weight_layers(model, name)[0][1]
+
+
+def weight_layers(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
+    """The Conv/Linear module(s) holding layer ``name``'s weight: itself, or its two factors."""
+    module = model.get_submodule(name)
+    if isinstance(module, COMPRESSIBLE_TYPES):
+        return [(name, module)]
+    if isinstance(module, nn.Sequential) and len(module) == 2:
+        return list(zip(factor_names(name), module, strict=True))
+    raise GansearchError(
+        f"layer '{name}' is a {type(module).__name__}, neither a Conv/Linear layer nor a "
+        "low-rank factorisation of one."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# apply_plan and the compressed generator
+# ---------------------------------------------------------------------------------------
+
+
+class CompressedGenerator(nn.Module):
+    """A compressed copy of a teacher: ``module`` plus the plan and structure behind it."""
+
+    def __init__(self, module: nn.Module, plan: CompressionPlan, structure: GeneratorStructure):
+        super().__init__()
+        self.module = module
+        self.plan = plan
+        self.structure = structure
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def stored_nbytes(self) -> int:
+        """Exact bytes of :func:`encoded_state` (what an exporter writes)."""
+        return sum(t.numel() * t.element_size() for t in encoded_state(self).values())
+
+    def param_count(self) -> int:
+        """Parameters of the (pruned / factorised) network, one per weight element.
+
+        A parametrised (encoded) weight counts as its original shape; the encoding's own
+        tensors (e.g. codebook centroids) are not counted here but in :meth:`stored_nbytes`.
+        """
+        total = sum(
+            p.numel()
+            for name, p in self.module.named_parameters()
+            if ".parametrizations." not in f".{name}"
+        )
+        for module in self.module.modules():
+            if parametrize.is_parametrized(module):
+                total += sum(item.original.numel() for item in module.parametrizations.values())
+        return total
+
+
+def plan_configs(
+    plan: CompressionPlan,
+    structure: GeneratorStructure,
+    example_input: Any,
+    calibration_batches: Iterable[Any] | None = None,
+) -> list[Any]:
+    """The transform configs of ``plan``, in application order (steps doing nothing omitted)."""
+    configs: list[Any] = []
+    if removed_channels(structure, plan.masks):
+        configs.append(PruneConfig(structure, dict(plan.masks), example_input))
+    ranks = {name: lp.rank for name, lp in plan.layers.items() if lp.rank > 0}
+    if ranks:
+        configs.append(LowRankConfig(ranks))
+    encodings = {name: lp.weight for name, lp in plan.layers.items() if lp.weight != "float32"}
+    if encodings or plan.norm_dtype != "float32":
+        configs.append(WeightEncodingConfig(encodings, plan.norm_dtype))
+    bits = {
+        name: lp.activation_bits
+        for name, lp in plan.layers.items()
+        if lp.activation_bits != FLOAT_ACTIVATION_BITS
+    }
+    if bits:
+        batches = (
+            tuple(calibration_batches) if calibration_batches is not None else (example_input,)
+        )
+        configs.append(ActivationQuantConfig(bits, batches))
+    return configs
+
+
+def apply_plan(
+    teacher: nn.Module,
+    plan: CompressionPlan,
+    example_input: Any,
+    *,
+    calibration_batches: Iterable[Any] | None = None,
+    structure: GeneratorStructure | None = None,
+) -> CompressedGenerator:
+    """Compress a deep copy of ``teacher`` as ``plan`` says.
+
+    Args:
+        teacher: The generator (left unchanged).
+        plan: The plan; validated against ``structure`` first.
+        example_input: A batch the teacher accepts (for tracing, and the default
+            calibration batch of activation quantisation).
+        calibration_batches: Batches (inputs of the generator) to calibrate activation
+            ranges on; defaults to ``[example_input]``.
+        structure: ``describe(teacher, example_input)``, if already computed.
+
+    Raises:
+        InvalidPlanError: if the plan does not fit the teacher.
+        PlanNotSupportedError: for plans with supernet ``widths``.
+    """
+    if structure is None:
+        structure = describe(teacher, example_input)
+    validate(plan, structure)
+    if plan.widths is not None:
+        raise PlanNotSupportedError(
+            "plans with supernet `widths` cannot be applied yet: the once-for-all supernet is "
+            "not implemented; use per-group `masks` instead."
+        )
+    model = copy.deepcopy(teacher)
+    for config in plan_configs(plan, structure, example_input, calibration_batches):
+        model = apply_transform(model, config)
+    return CompressedGenerator(model, plan, structure)
+
+
+# ---------------------------------------------------------------------------------------
+# Storage view
+# ---------------------------------------------------------------------------------------
+
+
+def encoded_state(compressed: CompressedGenerator) -> dict[str, torch.Tensor]:
+    """Exactly the tensors stored for ``compressed`` (name -> payload tensor).
+
+    * ``f"{layer}.weight.{key}"``: the encoded weight's payload (``EncodedTensor.tensors``
+      of :func:`~gansearch.compress.fakequant.encoded_weight`); for a factorised layer,
+      ``layer`` is each factor ``name.0`` / ``name.1``;
+    * ``f"{layer}.bias"`` and norm ``weight`` / ``bias`` / ``running_mean`` /
+      ``running_var``: in the plan's ``norm_dtype``;
+    * activation ranges: the float32 ``lo`` / ``hi`` buffers of each input quantiser,
+      under their state_dict names (``f"{module}.input_quant.lo"`` / ``.hi``);
+    * any other parameter or buffer: unchanged, under its state_dict name.
+
+    ``num_batches_tracked`` is not stored. The sum of the tensors' sizes is
+    :meth:`CompressedGenerator.stored_nbytes`.
+    """
+    model = compressed.module
+    dtype = _NORM_TORCH_DTYPES[compressed.plan.norm_dtype]
+    state: dict[str, torch.Tensor] = {}
+    covered: set[int] = set()
+
+    for layer in compressed.structure.layers:
+        for qualified, module in weight_layers(model, layer.name):
+            for key, tensor in encoded_weight(module).tensors.items():
+                state[f"{qualified}.weight.{key}"] = tensor
+            if parametrize.is_parametrized(module, "weight"):
+                owner: nn.Module = module.parametrizations.weight
+                covered.update(id(t) for t in (*owner.parameters(), *owner.buffers()))
+            else:
+                covered.add(id(module.weight))
+            if module.bias is not None:
+                state[f"{qualified}.bias"] = module.bias.detach().to(dtype)
+                covered.add(id(module.bias))
+    for norm in compressed.structure.norms:
+        module = model.get_submodule(norm.name)
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            tensor = getattr(module, key, None)
+            if tensor is not None:
+                state[f"{norm.name}.{key}"] = tensor.detach().to(dtype)
+                covered.add(id(tensor))
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if id(tensor) in covered or name.endswith("num_batches_tracked"):
+            continue
+        state[name] = tensor.detach()
+    return state
+
+
+def encoding_manifest(compressed: CompressedGenerator) -> dict[str, Any]:
+    """JSON-able metadata to rebuild ``compressed`` from :func:`encoded_state`."""
+    model = compressed.module
+    weights: dict[str, Any] = {}
+    factorized: dict[str, Any] = {}
+    activations: dict[str, Any] = {}
+    for layer in compressed.structure.layers:
+        pairs = weight_layers(model, layer.name)
+        if len(pairs) == 2:
+            factorized[layer.name] = {
+                "rank": compressed.plan.layer(layer.name).rank,
+                "factors": [name for name, _ in pairs],
+            }
+        for qualified, module in pairs:
+            encoded = encoded_weight(module)
+            weights[qualified] = {
+                "layer": layer.name,
+                "type": type(module).__name__,
+                "spec": encoded.spec,
+                "shape": list(encoded.shape),
+                "channel_axis": encoded.channel_axis,
+                "bias": module.bias is not None,
+            }
+        bits = compressed.plan.layer(layer.name).activation_bits
+        if bits != FLOAT_ACTIVATION_BITS:
+            where = pairs[0][0]
+            activations[layer.name] = {
+                "bits": bits,
+                "module": where,
+                "range": [
+                    f"{where}.{ACTIVATION_QUANT_NAME}.lo",
+                    f"{where}.{ACTIVATION_QUANT_NAME}.hi",
+                ],
+            }
+    state = encoded_state(compressed)
+    return {
+        "version": MANIFEST_VERSION,
+        "plan": compressed.plan.to_dict(),
+        "norm_dtype": compressed.plan.norm_dtype,
+        "weights": weights,
+        "factorized": factorized,
+        "activations": activations,
+        "tensors": {
+            name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+            for name, t in sorted(state.items())
+        },
+        "stored_nbytes": sum(t.numel() * t.element_size() for t in state.values()),
+    }
