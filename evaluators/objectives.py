@@ -7,6 +7,8 @@ direction by hand.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,3 +69,58 @@ def directions(names: tuple[str, ...] | list[str]) -> list[Direction]:
 def fitness_weights(names: tuple[str, ...] | list[str]) -> tuple[float, ...]:
     """DEAP fitness weights for these objectives (+1 maximise, -1 minimise)."""
     return tuple(metric(name).sign for name in names)
+
+
+_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1024.0, "MB": 1024.0**2, "GB": 1024.0**3}
+_CONSTRAINT = re.compile(
+    r"^\s*(?P<metric>[a-z_]+)\s*(?P<op><=|>=)\s*"
+    r"(?:(?P<factor>[0-9.eE+-]+)\s*\*\s*teacher|(?P<value>[0-9.eE+-]+)\s*(?P<unit>[KMG]?B?))\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric <= bound`` or ``metric >= bound``, the bound absolute or relative to the teacher.
+
+    Written in a study file as ``"fid <= 1.10 * teacher"`` or ``"stored_bytes <= 64KB"``
+    (units: K/M/G = 1e3/1e6/1e9, KB/MB/GB = 1024-based). :meth:`violation` follows
+    Optuna's ``constraints_func`` convention: a value <= 0 means satisfied.
+    """
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+    relative_to_teacher: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        match = _CONSTRAINT.match(text)
+        if match is None:
+            raise ValueError(
+                f"cannot read constraint {text!r}; write e.g. 'fid <= 1.10 * teacher' "
+                "or 'stored_bytes <= 64KB'"
+            )
+        name = match["metric"]
+        if name not in METRICS:
+            known = ", ".join(sorted(METRICS))
+            raise ValueError(f"unknown metric {name!r} in constraint {text!r}; known: {known}")
+        try:
+            if match["factor"] is not None:
+                return cls(name, match["op"], float(match["factor"]), True)  # type: ignore[arg-type]
+            bound = float(match["value"]) * _UNITS[match["unit"]]
+        except ValueError:
+            raise ValueError(f"cannot read the number in constraint {text!r}") from None
+        return cls(name, match["op"], bound, False)  # type: ignore[arg-type]
+
+    def threshold(self, teacher: Mapping[str, float]) -> float:
+        return self.bound * teacher[self.metric] if self.relative_to_teacher else self.bound
+
+    def violation(self, values: Mapping[str, float], teacher: Mapping[str, float]) -> float:
+        """How far ``values`` is from satisfying the constraint (<= 0: satisfied)."""
+        limit = self.threshold(teacher)
+        excess = values[self.metric] - limit if self.op == "<=" else limit - values[self.metric]
+        return excess / abs(limit) if limit != 0 else excess
+
+    def __str__(self) -> str:
+        bound = f"{self.bound:g} * teacher" if self.relative_to_teacher else f"{self.bound:g}"
+        return f"{self.metric} {self.op} {bound}"

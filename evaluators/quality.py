@@ -448,7 +448,9 @@ def summarize(values: Iterable[float]) -> MeanSpread:
     if not floats:
         raise ValueError("`values` must hold at least one measurement, but got none.")
     array = np.asarray(floats, dtype=np.float64)
-    std = float(array.std(ddof=1)) if len(floats) > 1 else 0.0
+    # Identical measurements (e.g. an infinite PSNR at every seed) have no spread.
+    same = bool(np.all(array == array[0]))
+    std = float(array.std(ddof=1)) if len(floats) > 1 and not same else 0.0
     return MeanSpread(mean=float(array.mean()), std=std, n=len(floats), values=floats)
 
 

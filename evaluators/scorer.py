@@ -201,8 +201,19 @@ class Scorer:
         return values, {"latency_ms": latency.iqr_ms}
 
     def score(self, generator: nn.Module) -> Score:
-        """Every quality and cost metric of ``generator`` (which is put in eval mode)."""
+        """Every quality and cost metric of ``generator`` (which is put in eval mode).
+
+        Parametrised weights (e.g. fake-quantised ones) are computed once per call under
+        ``torch.nn.utils.parametrize.cached()``, as a deployed, dequantised model would hold
+        them, instead of once per forward pass.
+        """
+        from torch.nn.utils import parametrize
+
         generator.eval()
+        with parametrize.cached():
+            return self._score(generator)
+
+    def _score(self, generator: nn.Module) -> Score:
         per_seed, _ = self.quality(generator)
         values: dict[str, float] = {}
         spread: dict[str, float] = {}

@@ -1,0 +1,187 @@
+"""Building and scoring one candidate: plan → compressed generator → metrics.
+
+A :class:`CandidateEvaluator` is created once per process (or per Ray worker). It loads
+the teacher, the data, the reference statistics and, when the space has OFA widths, the
+supernet, once; :meth:`CandidateEvaluator.evaluate` then turns gene values into a
+:class:`~gansearch.study.CandidateResult` and never raises for a broken candidate: an
+exception, a non-finite metric or a diverging fine-tune becomes a failure with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gansearch.benchmarks import Benchmark, load_benchmark
+from gansearch.compress.apply import CompressedGenerator, apply_plan
+from gansearch.compress.plan import CompressionPlan
+from gansearch.config import DistillConfig, StudyConfig
+from gansearch.evaluate import prepare_scorer
+from gansearch.evaluators.objectives import Constraint
+from gansearch.evaluators.scorer import Score
+from gansearch.spaces.joint import JointSpace
+from gansearch.study import CandidateResult
+
+CALIBRATION_BATCHES = 8
+CALIBRATION_BATCH_SIZE = 64
+
+
+def supernet_directory(config: StudyConfig, benchmark: Benchmark) -> Path:
+    from gansearch.zoo.weights_io import weights_dir
+
+    if config.model is None:
+        return weights_dir(benchmark.name, config.weights)
+    return config.study_dir() / "supernet"
+
+
+class CandidateEvaluator:
+    """Everything a worker needs, loaded once; scores candidates from gene values.
+
+    Args:
+        config: the study.
+        benchmark: an already loaded benchmark (loaded from ``config`` if omitted).
+    """
+
+    def __init__(self, config: StudyConfig, benchmark: Benchmark | None = None) -> None:
+        from gansearch.compress.supernet import calibration_latents
+
+        self.config = config
+        self.benchmark = benchmark if benchmark is not None else load_benchmark(config)
+        self.teacher = self.benchmark.teacher.eval()
+        self.example = self.benchmark.example_input(2)
+        self.space = JointSpace.from_generator(self.teacher, config.space, self.example)
+        self.scorer = prepare_scorer(self.benchmark, config)
+        self.teacher_score: Score = self.scorer.score(self.teacher)
+        self.constraints = tuple(Constraint.parse(text) for text in config.search.constraints)
+        self.calibration = calibration_latents(
+            self.benchmark.latent_shape, CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE, config.seed
+        )
+        self.supernet = self._load_supernet() if config.space.ofa is not None else None
+
+    def _load_supernet(self) -> Any:
+        from gansearch.compress.supernet import load_supernet
+
+        directory = supernet_directory(self.config, self.benchmark)
+        return load_supernet(
+            self.teacher,
+            self.space.structure,
+            directory,
+            entry=f"{self.benchmark.name}-supernet",
+            hint="run `gansearch supernet train` for this study, or set `space.ofa: off`",
+        )
+
+    # ------------------------------------------------------------------ building
+
+    def materialise(self, plan: CompressionPlan) -> tuple[nn.Module, CompressionPlan]:
+        """The network whose weights the plan starts from, and the plan in mask form.
+
+        OFA widths become keep-masks over the supernet's importance order, so every
+        candidate is applied (and exported) the same way: masks on a source network.
+        """
+        if plan.widths is None:
+            return self.teacher, plan
+        if self.supernet is None:
+            raise ValueError("the plan has OFA widths but the study has no supernet (`space.ofa`)")
+        masks = self.supernet.keep_masks(plan.widths)
+        return self.supernet.model, replace(plan, masks=masks, widths=None)
+
+    def build(
+        self, plan: CompressionPlan, *, finetune_steps: int | None = None
+    ) -> CompressedGenerator:
+        """Apply the plan, recalibrate BatchNorm, and optionally distil briefly."""
+        from gansearch.compress.supernet import recalibrate_batchnorm
+
+        source, plan = self.materialise(plan)
+        compressed = apply_plan(
+            source,
+            plan,
+            self.example,
+            calibration_batches=self.calibration,
+            structure=self.space.structure,
+        )
+        if any(plan.masks.values()) and not all(all(mask) for mask in plan.masks.values()):
+            # Pruning shifts each BatchNorm's input distribution; re-estimating the running
+            # statistics on latents is not training (Yu et al., Slimmable Networks, 2019).
+            recalibrate_batchnorm(compressed.module, self.calibration)
+        steps = self.config.search.finetune_steps if finetune_steps is None else finetune_steps
+        if steps > 0:
+            compressed = self.finetune(compressed, steps)
+        return compressed.eval()
+
+    def finetune(self, compressed: CompressedGenerator, steps: int) -> CompressedGenerator:
+        """Quantisation-aware knowledge distillation from the teacher (survey Eq. 1-8)."""
+        from gansearch.compress.distill import distill
+
+        base = self.config.distill or DistillConfig()
+        result = distill(
+            compressed.module,
+            self.teacher,
+            self.benchmark.discriminator,
+            self.benchmark.real,
+            base.model_copy(update={"steps": steps}),
+            latent_shape=self.benchmark.latent_shape,
+        )
+        return CompressedGenerator(result.student, compressed.plan, compressed.structure)
+
+    # ------------------------------------------------------------------ scoring
+
+    def constraint_values(self, values: Mapping[str, float]) -> tuple[float, ...]:
+        return tuple(c.violation(values, self.teacher_score.values) for c in self.constraints)
+
+    def score_plan(self, plan: CompressionPlan) -> CandidateResult:
+        """Build and score one plan; any failure becomes a failed result with its reason."""
+        start = time.perf_counter()
+        plan_json = plan.to_json()
+        try:
+            compressed = self.build(plan)
+            score = self.scorer.score(compressed)
+            values = score.objectives(self.config.objectives)
+            bad = [
+                n
+                for n, v in zip(self.config.objectives, values, strict=True)
+                if not math.isfinite(v)
+            ]
+            if bad:
+                raise FloatingPointError(f"objective {bad[0]!r} is not finite")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # noqa: BLE001 - a broken candidate must not stop the study
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            reason = (
+                f"{type(error).__name__}: {error} (at {Path(where.filename).name}:{where.lineno})"
+            )
+            return CandidateResult(plan_json, failure=reason, seconds=time.perf_counter() - start)
+        return CandidateResult(
+            plan_json,
+            values=values,
+            metrics=dict(score.values),
+            spread=dict(score.spread),
+            constraints=self.constraint_values(score.values),
+            seconds=time.perf_counter() - start,
+        )
+
+    def evaluate(self, params: Mapping[str, Any]) -> CandidateResult:
+        """Decode gene values into a plan and score it."""
+        try:
+            plan = self.space.decode(params)
+        except Exception as error:  # noqa: BLE001 - an undecodable proposal is a failed trial
+            return CandidateResult("{}", failure=f"{type(error).__name__}: {error}")
+        return self.score_plan(plan)
+
+    def compressed_from_json(
+        self, plan_json: str, *, finetune_steps: int = 0
+    ) -> CompressedGenerator:
+        """Rebuild a recorded candidate (for export)."""
+        return self.build(CompressionPlan.from_json(plan_json), finetune_steps=finetune_steps)
+
+    @torch.no_grad()
+    def samples(self, model: nn.Module, n: int = 32, seed: int = 1234) -> torch.Tensor:
+        return model.eval()(self.benchmark.latents(n, seed))

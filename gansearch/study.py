@@ -1,0 +1,285 @@
+"""Study orchestration: propose → decode → build → score → record, resumably.
+
+The flow is the style guide's one direction::
+
+    StudyConfig → JointSpace → Strategy.ask() → decode → CompressionPlan
+        → CandidateEvaluator (apply plan, optional distillation, score) → trial in Optuna storage
+
+Every evaluated candidate, whichever strategy proposed it, is one trial of one Optuna
+study: its gene values (Choice genes as Optuna params, masks as bitstring attributes),
+objective values, all metrics and their noise floors as user attributes, the plan JSON,
+Optuna's ``constraints`` system attribute, and the reason of a failure. The Pareto
+front, the dashboard, resume and export therefore do not depend on the strategy.
+
+Resume: re-running the same study continues it. Trials left RUNNING (or WAITING) by a
+killed process are marked FAIL with reason "interrupted" and do not count towards the
+budget; the strategy's state (JSON, written atomically after every result) lets it
+re-propose them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gansearch.config import StudyConfig
+from gansearch.errors import GansearchError
+
+INTERRUPTED = "interrupted: the process stopped while this candidate was being evaluated"
+STRATEGY_STATE = "strategy-state.json"
+
+
+class StorageError(GansearchError):
+    """A storage URL that cannot be opened."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """What evaluating one candidate produced: objective values or a failure reason."""
+
+    plan_json: str
+    values: tuple[float, ...] | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    spread: Mapping[str, float] = field(default_factory=dict)
+    constraints: tuple[float, ...] = ()
+    failure: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return self.failure is None and all(c <= 0 for c in self.constraints)
+
+
+def _finite_or_none(mapping: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: (float(v) if math.isfinite(v) else None) for k, v in mapping.items()}
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def default_storage(config: StudyConfig) -> str:
+    directory = config.study_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'study.db'}"
+
+
+def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = True) -> Any:
+    """Create or load the study's Optuna study, with one-line errors for bad storage."""
+    import optuna
+
+    from gansearch.evaluators.objectives import directions
+
+    url = storage or config.search.storage or default_storage(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        if create:
+            return optuna.create_study(
+                study_name=config.name,
+                storage=url,
+                directions=directions(config.objectives),
+                load_if_exists=True,
+            )
+        return optuna.load_study(study_name=config.name, storage=url)
+    except KeyError:
+        raise StorageError(
+            f"no study named {config.name!r} in {url}; run `gansearch run` first"
+        ) from None
+    except ValueError as error:
+        if "direction" in str(error).lower():
+            raise StorageError(
+                f"study {config.name!r} in {url} was created with other objectives; "
+                "rename the study or use another storage"
+            ) from None
+        raise StorageError(f"cannot open storage {url!r}: {error}; check the URL") from None
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise StorageError(
+            f"cannot open storage {url!r} ({type(error).__name__}: {first}); "
+            "check the URL and that the database is reachable"
+        ) from None
+
+
+def recover_interrupted(study: Any) -> int:
+    """Fail trials a killed process left RUNNING or WAITING; returns how many."""
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        recovered += 1
+    return recovered
+
+
+def finished_trials(study: Any) -> list[Any]:
+    """Trials that count towards the budget: everything finished except interruptions."""
+    from optuna.trial import TrialState
+
+    return [
+        trial
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") != INTERRUPTED)
+    ]
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def _trial_distributions(genes: Any) -> dict[str, Any]:
+    """Optuna distributions for what a trial records as params."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from gansearch.spaces.genes import Choice
+
+    distributions: dict[str, Any] = {}
+    for gene in genes.genes:
+        if isinstance(gene, Choice):
+            distributions[gene.name] = CategoricalDistribution(list(gene.choices))
+        else:  # a Mask: the dashboard sees its kept-channel count; the bits are a user attr
+            distributions[f"kept:{gene.name}"] = IntDistribution(gene.min_keep, gene.length)
+    return distributions
+
+
+def _trial_params(genes: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    from gansearch.spaces.genes import Choice
+
+    recorded: dict[str, Any] = {}
+    for gene in genes.genes:
+        value = params[gene.name]
+        if isinstance(gene, Choice):
+            recorded[gene.name] = value
+        else:
+            recorded[f"kept:{gene.name}"] = int(sum(value))
+    return recorded
+
+
+def mask_attrs(params: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        f"bits:{name}": "".join("1" if bit else "0" for bit in value)
+        for name, value in params.items()
+        if isinstance(value, tuple)
+    }
+
+
+def params_from_trial(genes: Any, trial: Any) -> dict[str, Any]:
+    """The full gene values of a recorded trial (inverse of the recording)."""
+    from gansearch.spaces.genes import Choice
+
+    params: dict[str, Any] = {}
+    for gene in genes.genes:
+        if isinstance(gene, Choice):
+            params[gene.name] = trial.params[gene.name]
+        else:
+            params[gene.name] = tuple(bit == "1" for bit in trial.user_attrs[f"bits:{gene.name}"])
+    return params
+
+
+class TrialRecorder:
+    """Writes candidates into the Optuna study: RUNNING while evaluated, then told."""
+
+    def __init__(self, study: Any, genes: Any) -> None:
+        self.study = study
+        self.genes = genes
+        self.distributions = _trial_distributions(genes)
+
+    def start(self, params: Mapping[str, Any], attrs: Mapping[str, Any]) -> Any:
+        self.study.enqueue_trial(_trial_params(self.genes, params), user_attrs=dict(attrs))
+        return self.study.ask(self.distributions)
+
+    def finish(self, trial: Any, result: CandidateResult) -> None:
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("plan", result.plan_json)
+        trial.set_user_attr("seconds", result.seconds)
+        if result.metrics:
+            trial.set_user_attr("metrics", _finite_or_none(result.metrics))
+            trial.set_user_attr("spread", _finite_or_none(result.spread))
+        if result.failure is not None:
+            trial.set_user_attr("fail_reason", result.failure)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        self.study._storage.set_trial_system_attr(
+            trial._trial_id, "constraints", list(result.constraints)
+        )
+        self.study.tell(trial, list(result.values or ()))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class Progress:
+    """What the progress bar shows."""
+
+    done: int = 0
+    failed: int = 0
+    front_size: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+
+
+Evaluate = Callable[[Mapping[str, Any]], CandidateResult]
+
+
+def run_loop(
+    study: Any,
+    genes: Any,
+    strategy: Any,
+    evaluate: Evaluate,
+    *,
+    budget: int,
+    timeout: float | None,
+    state_path: Path,
+    on_result: Callable[[CandidateResult, Any], None] | None = None,
+    attrs: Callable[[Any], Mapping[str, Any]] | None = None,
+) -> int:
+    """Evaluate proposals serially until ``budget`` trials are finished in storage.
+
+    Returns the number of candidates evaluated by this call.
+    """
+    from gansearch.search.base import Failure
+
+    recorder = TrialRecorder(study, genes)
+    start = time.monotonic()
+    evaluated = 0
+    while len(finished_trials(study)) < budget:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            break
+        proposal = strategy.ask()
+        trial = recorder.start(
+            proposal.params, {**mask_attrs(proposal.params), **(attrs(proposal) if attrs else {})}
+        )
+        result = evaluate(proposal.params)
+        recorder.finish(trial, result)
+        outcome = Failure(result.failure) if result.failure is not None else result.values
+        strategy.tell(proposal, outcome, result.constraints or None)
+        if hasattr(strategy, "state_dict"):
+            write_json_atomic(state_path, strategy.state_dict())
+        evaluated += 1
+        if on_result is not None:
+            on_result(result, trial)
+    return evaluated
