@@ -20,9 +20,9 @@ import numpy as np
 from gansearch.evaluators.objectives import METRICS
 
 # A candidate gets hypervolume credit only if it is no worse than this, teacher-relative:
-# quality up to twice the teacher's FID-like loss, cost up to the teacher's own.
+# quality up to twice the teacher's FID-like loss, cost up to 1.1x the teacher's own
 QUALITY_REFERENCE = 2.0
-COST_REFERENCE = 1.0
+COST_REFERENCE = 1.1
 
 
 @dataclass(frozen=True)
@@ -119,3 +119,118 @@ def hypervolume(
     if not inside.any():
         return 0.0
     return float(compute_hypervolume(relative[inside], reference))
+
+
+def knee(
+    front: Sequence[FrontPoint], objectives: Sequence[str], teacher: Mapping[str, float]
+) -> FrontPoint:
+    """The front point closest to the ideal point after per-objective min-max scaling.
+
+    With several objectives there is no unique "knee"; this is the usual compromise
+    choice (closest to utopia in normalised objective space), stated so it reproduces.
+    """
+    if not front:
+        raise ValueError("the front is empty: no feasible completed trial")
+    relative = np.stack([relative_losses(p.values, objectives, teacher) for p in front])
+    low, high = relative.min(axis=0), relative.max(axis=0)
+    scaled = (relative - low) / np.where(high > low, high - low, 1.0)
+    return front[int(np.argmin(np.linalg.norm(scaled, axis=1)))]
+
+
+def best(front: Sequence[FrontPoint], metric_name: str) -> FrontPoint:
+    """The front point best in one metric (its declared direction)."""
+    if metric_name not in METRICS:
+        raise ValueError(f"unknown metric {metric_name!r}; known: {', '.join(sorted(METRICS))}")
+    scored = [p for p in front if p.metrics.get(metric_name) is not None]
+    if not scored:
+        raise ValueError(f"no front point has a finite {metric_name!r}")
+    sign = METRICS[metric_name].sign
+    return max(scored, key=lambda p: sign * float(p.metrics[metric_name]))
+
+
+@dataclass(frozen=True)
+class PlotPoint:
+    number: int
+    quality: float
+    cost: float
+    label: str  # "front", "dominated", "infeasible", or a reference plan name (e.g. "teacher")
+
+
+def plot_points(study: Any, quality: str, cost: str) -> list[PlotPoint]:
+    from optuna.trial import TrialState
+
+    points = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        metrics = trial.user_attrs.get("metrics", {})
+        if metrics.get(quality) is None or metrics.get(cost) is None:
+            continue
+        label = trial.user_attrs.get("reference") or (
+            "dominated" if is_feasible(trial) else "infeasible"
+        )
+        points.append(PlotPoint(trial.number, float(metrics[quality]), float(metrics[cost]), label))
+    return points
+
+
+def write_plots(
+    study: Any, front: Sequence[FrontPoint], quality: str, cost: str, path_png: Any, path_html: Any
+) -> None:
+    """PNG (matplotlib) and HTML (plotly) of quality against cost, front and references marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = plot_points(study, quality, cost)
+    on_front = {p.number for p in front}
+    figure, axes = plt.subplots(figsize=(7, 5))
+    others = [
+        p for p in points if p.number not in on_front and p.label in {"dominated", "infeasible"}
+    ]
+    axes.scatter(
+        [p.cost for p in others], [p.quality for p in others], s=12, c="0.7", label="other trials"
+    )
+    front_points = sorted((p for p in points if p.number in on_front), key=lambda p: p.cost)
+    axes.plot(
+        [p.cost for p in front_points],
+        [p.quality for p in front_points],
+        "o-",
+        c="tab:blue",
+        label="Pareto front (feasible)",
+    )
+    for p in points:
+        if p.label not in {"dominated", "infeasible"}:
+            axes.scatter([p.cost], [p.quality], marker="*", s=140, zorder=3, label=p.label)
+    axes.set_xscale("log")
+    axes.set_xlabel(f"{cost} ({METRICS[cost].direction[:3]})")
+    axes.set_ylabel(f"{quality} ({METRICS[quality].direction[:3]})")
+    axes.set_title(f"{study.study_name}: {len(points)} trials, {len(front)} on the front")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path_png, dpi=120)
+    plt.close(figure)
+    try:
+        import plotly.graph_objects as go
+    except ImportError:  # plotly is a dependency; keep the PNG if an install lacks it
+        return
+    fig = go.Figure()
+    for label in sorted({p.label for p in points}):
+        chosen = [p for p in points if p.label == label and p.number not in on_front]
+        if chosen:
+            fig.add_scatter(
+                x=[p.cost for p in chosen],
+                y=[p.quality for p in chosen],
+                mode="markers",
+                name=label,
+                text=[f"trial {p.number}" for p in chosen],
+            )
+    fig.add_scatter(
+        x=[p.cost for p in front_points],
+        y=[p.quality for p in front_points],
+        mode="lines+markers",
+        name="Pareto front",
+        text=[f"trial {p.number}" for p in front_points],
+    )
+    fig.update_layout(
+        title=study.study_name, xaxis_title=cost, yaxis_title=quality, xaxis_type="log"
+    )
+    fig.write_html(str(path_html), include_plotlyjs=True)

@@ -283,3 +283,135 @@ def run_loop(
         if on_result is not None:
             on_result(result, trial)
     return evaluated
+
+
+# --------------------------------------------------------------------------- the study API
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one ``run_study`` call did."""
+
+    study_name: str
+    storage: str
+    evaluated: int
+    finished: int
+    failed: int
+    recovered: int
+    seconds: float
+
+
+def strategy_options(config: StudyConfig, name: str) -> dict[str, Any]:
+    """The strategy's keyword options, taken from the study's ``search`` section."""
+    search = config.search
+    if name == "optuna":
+        return {"sampler": search.sampler, "population_size": search.population}
+    if name == "deap":
+        return {
+            "population_size": search.population,
+            "crossover_prob": search.crossover_prob,
+            "mutation_prob": search.mutation_prob,
+        }
+    return {"population_size": search.population}
+
+
+def state_path(config: StudyConfig, strategy: str, seed: int) -> Path:
+    return config.study_dir() / f"{STRATEGY_STATE.removesuffix('.json')}-{strategy}-{seed}.json"
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    strategy: str | None = None,
+    storage: str | None = None,
+    seed: int | None = None,
+    evaluator: Any | None = None,
+    on_start: Callable[[Any, Any], None] | None = None,
+    on_result: Callable[[CandidateResult, Any], None] | None = None,
+) -> RunSummary:
+    """Run (or continue) the study until ``trials`` trials are finished in storage.
+
+    Args:
+        config: the study file.
+        trials, timeout, strategy, storage, seed: override the study file's values.
+        evaluator: a ready :class:`~gansearch.candidates.CandidateEvaluator` (tests reuse one).
+        on_start: called with ``(study, evaluator)`` once everything is loaded.
+        on_result: called with ``(result, trial)`` after every candidate.
+    """
+    from gansearch.candidates import CandidateEvaluator
+    from gansearch.evaluators.objectives import directions
+    from gansearch.search.base import genome_key
+    from gansearch.search.registry import make_strategy
+    from gansearch.spaces.joint import reference_params
+
+    started = time.monotonic()
+    name = strategy or config.search.strategy
+    seed = config.seed if seed is None else seed
+    budget = trials if trials is not None else config.search.trials
+    timeout = timeout if timeout is not None else config.search.timeout
+    url = storage or config.search.storage or default_storage(config)
+    study = open_study(config, url)
+    if evaluator is None:
+        evaluator = CandidateEvaluator(config)
+    recovered = recover_interrupted(study)
+    study.set_user_attr("teacher_metrics", _finite_or_none(evaluator.teacher_score.values))
+    study.set_user_attr("objectives", list(config.objectives))
+    study.set_user_attr("constraints", list(config.search.constraints))
+    try:
+        search = make_strategy(
+            name,
+            evaluator.space.genes,
+            directions(config.objectives),
+            seed=seed,
+            options=strategy_options(config, name),
+        )
+    except (ValueError, TypeError) as error:
+        raise GansearchError(f"cannot create strategy {name!r}: {error}") from None
+    saved = state_path(config, name, seed)
+    if saved.is_file() and hasattr(search, "load_state_dict"):
+        search.load_state_dict(json.loads(saved.read_text()))
+    elif (
+        not finished_trials(study)
+        and config.search.enqueue_reference_plans
+        and hasattr(search, "enqueue")
+    ):
+        for params in reference_params(evaluator.space).values():
+            search.enqueue(params)
+    genes = evaluator.space.genes
+    references = {genome_key(genes, p): ref for ref, p in reference_params(evaluator.space).items()}
+    if on_start is not None:
+        on_start(study, evaluator)
+    evaluated = run_loop(
+        study,
+        evaluator.space.genes,
+        search,
+        evaluator.evaluate,
+        budget=budget,
+        timeout=timeout,
+        state_path=saved,
+        on_result=on_result,
+        attrs=lambda proposal: {
+            "strategy": name,
+            "seed": seed,
+            "proposal": proposal.number,
+            **(
+                {"reference": references[key]}
+                if (key := genome_key(genes, proposal.params)) in references
+                else {}
+            ),
+        },
+    )
+    finished = finished_trials(study)
+    from optuna.trial import TrialState
+
+    return RunSummary(
+        config.name,
+        url,
+        evaluated,
+        len(finished),
+        sum(t.state == TrialState.FAIL for t in finished),
+        recovered,
+        time.monotonic() - started,
+    )

@@ -1,0 +1,194 @@
+"""The strategy protocol: what every search strategy offers the engine.
+
+A strategy decides *what to evaluate next*; the engine decides *where it runs* (the split
+DEAP makes between an algorithm and its ``map``). The protocol is as small as Optuna's
+``BaseSampler``:
+
+* :meth:`Strategy.ask` returns a :class:`Proposal` (a strategy-local number and the params);
+* :meth:`Strategy.tell` reports the objective values, or a :class:`Failure`, and optional
+  constraint values (``<= 0`` means feasible, Optuna's convention).
+
+Optional hooks, which a strategy may or may not provide (check with ``hasattr``):
+
+* ``reseed(seed)``: restart the strategy's own random generators from ``seed``;
+* ``enqueue(params)``: evaluate ``params`` soon (the teacher, a uniform int8 start);
+* ``state_dict() -> dict`` / ``load_state_dict(state)``: JSON-serialisable state to resume.
+
+Several proposals may be in flight at once (ask several times before telling). Each
+strategy documents how its proposals depend on the order in which results come back.
+
+Strategies see only genes (:mod:`gansearch.spaces.genes`) and never touch torch. Objective
+directions arrive as a tuple of ``"minimize"`` / ``"maximize"`` derived elsewhere from one
+declaration; helpers here turn them into DEAP fitness weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from gansearch.spaces.genes import Choice, GeneSpace, Mask
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate handed out by :meth:`Strategy.ask`.
+
+    Attributes:
+        number: strategy-local id, increasing with each ask.
+        params: gene name to value; :class:`~gansearch.spaces.genes.Mask` values are
+            ``tuple[bool, ...]``.
+    """
+
+    number: int
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The evaluation of a proposal failed (out of memory, NaN loss, crashed worker...)."""
+
+    reason: str
+
+
+Result = Sequence[float] | Failure
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the engine needs from a search strategy (see the module docstring)."""
+
+    def ask(self) -> Proposal:
+        """Propose the next candidate."""
+        ...
+
+    def tell(
+        self,
+        proposal: Proposal,
+        result: Sequence[float] | Failure,
+        constraints: Sequence[float] | None = None,
+    ) -> None:
+        """Report the objective values (or a failure) and constraint values of ``proposal``."""
+        ...
+
+
+def validate_directions(directions: Sequence[str]) -> tuple[str, ...]:
+    """Check ``directions`` and return them as a tuple.
+
+    Raises:
+        ValueError: if empty or a direction is neither ``"minimize"`` nor ``"maximize"``.
+    """
+    directions = tuple(directions)
+    if not directions:
+        raise ValueError("`directions` must name at least one objective, but got ().")
+    unknown = [d for d in directions if d not in DIRECTIONS]
+    if unknown:
+        raise ValueError(
+            f"every direction must be one of {DIRECTIONS}, but got {directions} "
+            f"(unknown: {unknown})."
+        )
+    return directions
+
+
+def fitness_weights(directions: Sequence[str]) -> tuple[float, ...]:
+    """DEAP fitness weights (``-1.0`` to minimise, ``+1.0`` to maximise) from directions."""
+    return tuple(-1.0 if d == "minimize" else 1.0 for d in validate_directions(directions))
+
+
+def total_violation(constraints: Sequence[float] | None) -> float:
+    """The summed positive constraint values (Deb's constraint violation); 0 when feasible."""
+    if constraints is None:
+        return 0.0
+    return float(sum(c for c in constraints if c > 0))
+
+
+def check_result(
+    result: Sequence[float] | Failure,
+    constraints: Sequence[float] | None,
+    n_objectives: int,
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Validate a result passed to ``tell``.
+
+    Returns:
+        ``(values, constraints)`` as float tuples; ``values`` is ``None`` for a
+        :class:`Failure`. Non-finite objective values are turned into ``None`` too (the
+        candidate is then handled like a failure), as Optuna fails trials reporting NaN.
+
+    Raises:
+        ValueError: on a wrong number of values or NaN constraint values.
+    """
+    if constraints is not None:
+        constraints = tuple(float(c) for c in constraints)
+        if any(math.isnan(c) for c in constraints):
+            raise ValueError(f"constraint values must not be NaN, but got {constraints}.")
+    if isinstance(result, Failure):
+        return None, constraints
+    if isinstance(result, (str, bytes)) or not isinstance(result, Sequence):
+        raise ValueError(
+            f"`result` must be a sequence of {n_objectives} floats or a Failure, "
+            f"but got {result!r}."
+        )
+    values = tuple(float(v) for v in result)
+    if len(values) != n_objectives:
+        raise ValueError(
+            f"`len(result) == len(directions)` must hold, but got "
+            f"({len(values)=}, {n_objectives=})."
+        )
+    if not all(math.isfinite(v) for v in values):
+        return None, constraints
+    return values, constraints
+
+
+def is_ordinal(gene: Choice) -> bool:
+    """Whether a choice gene is ordinal: all its choices are numbers (bools excluded)."""
+    return all(isinstance(c, Real) and not isinstance(c, bool) for c in gene.choices)
+
+
+def make_rng(seed: int | None) -> np.random.Generator:
+    """A strategy-owned generator (fresh OS entropy when ``seed is None``)."""
+    return np.random.default_rng(seed)
+
+
+def encode_params(space: GeneSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-safe form of ``params``: choice index per Choice gene, 0/1 list per Mask gene.
+
+    Raises:
+        ValueError: if ``params`` is not inside ``space``.
+    """
+    if not space.contains(params):
+        raise ValueError(f"params are not inside the space {space.names}: {dict(params)!r}.")
+    encoded: dict[str, Any] = {}
+    for gene in space.genes:
+        value = params[gene.name]
+        if isinstance(gene, Mask):
+            encoded[gene.name] = [int(bit) for bit in value]
+        else:
+            encoded[gene.name] = gene.choices.index(value)
+    return encoded
+
+
+def decode_params(space: GeneSpace, encoded: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode_params`."""
+    params: dict[str, Any] = {}
+    for gene in space.genes:
+        value = encoded[gene.name]
+        if isinstance(gene, Mask):
+            params[gene.name] = tuple(bool(bit) for bit in value)
+        else:
+            params[gene.name] = gene.choices[int(value)]
+    return params
+
+
+def genome_key(space: GeneSpace, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A hashable identity of ``params`` (to spot duplicate genomes)."""
+    return tuple(
+        params[gene.name] if isinstance(gene, Mask) else gene.choices.index(params[gene.name])
+        for gene in space.genes
+    )
