@@ -31,7 +31,12 @@ bench_app = typer.Typer(
     help="Benchmarks that report ratios measured side by side.", no_args_is_help=True
 )
 app.add_typer(zoo_app, name="zoo")
+supernet_app = typer.Typer(
+    help="Once-for-all supernets: one set of weights, a sub-generator at every width.",
+    no_args_is_help=True,
+)
 app.add_typer(bench_app, name="bench")
+app.add_typer(supernet_app, name="supernet")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -259,6 +264,239 @@ def bench_evaluate(
     table.add_row(
         "one-time preparation (cached reference, teacher outputs)", f"{report['prepare_s']:.3f}"
     )
+    _console().print(table)
+
+
+@bench_app.command("transforms")
+@user_errors
+def bench_transforms(
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds over all models.")] = 7,
+    runs: Annotated[int, typer.Option(help="Timed calls per model per round.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Do fewer MACs give a faster generator? Pruning and low rank on the digits teacher."""
+    from gansearch.errors import GansearchError
+
+    if rounds < 1 or runs < 1:
+        raise GansearchError(f"`--rounds` and `--runs` must be at least 1, got {rounds}, {runs}")
+    from gansearch.bench import bench_transforms as run
+
+    report = run(rounds=rounds, runs=runs)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"bench transforms: {report['teacher']}, {report['threads']} thread, "
+        f"median of {rounds} interleaved rounds x {runs} runs"
+    )
+    for column in ("plan", "MACs ratio", "bytes ratio"):
+        table.add_column(column, justify="left" if column == "plan" else "right")
+    for batch in report["batch_sizes"]:
+        table.add_column(f"ms @{batch}", justify="right")
+        table.add_column(f"speedup @{batch}", justify="right")
+        table.add_column(f"speedup/MACs @{batch}", justify="right")
+    for row in report["plans"]:
+        cells = [row["name"], f"{row['macs_ratio']:.2f}x", f"{row['stored_bytes_ratio']:.2f}x"]
+        for batch in map(str, report["batch_sizes"]):
+            cells += [
+                f"{row['latency_ms'][batch]:.3f}",
+                f"{row['latency_ratio'][batch]:.2f}x",
+                f"{row['efficiency'][batch]:.2f}",
+            ]
+        table.add_row(*cells)
+    console = _console()
+    console.print(table)
+    console.print(report["note"])
+
+
+def _supernet_location(config: Any, benchmark: Any, out: Path | None) -> tuple[Path, str]:
+    """Where a study's supernet lives, and its manifest entry name."""
+    from gansearch.zoo.weights_io import weights_dir
+
+    if out is None:
+        out = (
+            weights_dir(config.benchmark, config.weights)
+            if config.benchmark is not None
+            else config.study_dir() / "supernet"
+        )
+    return out, f"{benchmark.name}-supernet"
+
+
+@supernet_app.command("train")
+@user_errors
+def supernet_train(
+    study: StudyArg,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimiser steps (default: the study's `supernet.steps`).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default: the benchmark's weights folder)."),
+    ] = None,
+) -> None:
+    """Distil the teacher into a once-for-all supernet (sandwich rule) and save it."""
+    import time
+
+    from gansearch.benchmarks import load_benchmark
+    from gansearch.config import SupernetConfig, load_study
+    from gansearch.errors import GansearchError
+
+    if steps is not None and steps < 1:
+        raise GansearchError(f"`--steps` must be at least 1, got {steps}")
+    config = load_study(study)
+    recipe = config.supernet or SupernetConfig()
+    if steps is not None:
+        recipe = recipe.model_copy(update={"steps": steps})
+    benchmark = load_benchmark(config)
+    from gansearch.compress.groups import describe
+    from gansearch.compress.supernet import save_supernet, train_supernet
+
+    structure = describe(benchmark.teacher, benchmark.example_input(2))
+    directory, entry = _supernet_location(config, benchmark, out)
+    command = f"gansearch supernet train {study}" + (f" --steps {steps}" if steps else "")
+    start = time.perf_counter()
+    with _progress_bar(entry) as bar:
+        task = bar.add_task(entry, total=recipe.steps, losses="")
+
+        def progress(step: int, total: int, losses: dict[str, float]) -> None:
+            shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
+            bar.update(task, completed=step, total=total, losses=shown)
+
+        supernet = train_supernet(
+            benchmark.teacher,
+            benchmark.discriminator,
+            benchmark.real,
+            structure,
+            recipe,
+            progress,
+            latent_shape=benchmark.latent_shape,
+        )
+    seconds = time.perf_counter() - start
+    from gansearch.checkpoints import sha256_file
+
+    teacher_file = (
+        config.model.generator_checkpoint
+        if config.model is not None
+        else _supernet_location(config, benchmark, None)[0] / "generator.safetensors"
+    )
+    path = save_supernet(
+        supernet,
+        directory,
+        entry=entry,
+        command=command,
+        config=recipe,
+        metrics={"train_seconds": round(seconds, 1)},
+        teacher_sha256=sha256_file(teacher_file)
+        if teacher_file is not None and teacher_file.is_file()
+        else None,
+    )
+    _console().print(f"{entry}: wrote {path} ({recipe.steps} steps in {seconds:.0f} s)")
+
+
+@bench_app.command("supernet")
+@user_errors
+def bench_supernet(
+    study: StudyArg,
+    ratio: Annotated[
+        list[float] | None,
+        typer.Option("--ratio", help="Width ratio to compare at (repeatable; default 0.5, 0.25)."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Folder of the supernet (default: where `train` writes).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """FID of supernet sub-generators vs the same-width magnitude-pruned teacher.
+
+    Neither side is fine-tuned; both get the same BatchNorm recalibration.
+    """
+    from gansearch.benchmarks import load_benchmark
+    from gansearch.config import SupernetConfig, load_study
+    from gansearch.errors import GansearchError
+
+    ratios = tuple(ratio) if ratio else (0.5, 0.25)
+    if any(not 0.0 < r <= 1.0 for r in ratios):
+        raise GansearchError(f"every `--ratio` must be in (0, 1], got {list(ratios)}")
+    config = load_study(study)
+    recipe = config.supernet or SupernetConfig()
+    benchmark = load_benchmark(config)
+    if benchmark.features is None:
+        raise GansearchError("FID needs a feature network; add `model.features` to the study")
+    from gansearch.compress.groups import describe
+    from gansearch.compress.supernet import compare_with_magnitude_pruning, load_supernet
+    from gansearch.evaluate import prepare_scorer
+
+    structure = describe(benchmark.teacher, benchmark.example_input(2))
+    directory, entry = _supernet_location(config, benchmark, weights)
+    supernet = load_supernet(
+        benchmark.teacher,
+        structure,
+        directory,
+        entry=entry,
+        hint=f"run `gansearch supernet train {study}`",
+    )
+    scorer = prepare_scorer(benchmark, config, teacher_fidelity=False)
+
+    def fid(model: Any) -> tuple[float, float]:
+        score = scorer.score(model)
+        return score.values["fid"], score.spread["fid"]
+
+    teacher_fid = fid(benchmark.teacher)
+    rows = compare_with_magnitude_pruning(
+        supernet,
+        benchmark.teacher,
+        ratios,
+        fid,
+        calibration_batches=recipe.calibration_batches,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+    )
+    if as_json:
+        payload = {
+            "study": config.name,
+            "supernet": str(directory / "supernet.safetensors"),
+            "bn_recalibration": {
+                "batches": recipe.calibration_batches,
+                "batch_size": recipe.batch_size,
+                "applied_to": "supernet sub-generator and pruned teacher alike",
+            },
+            "fine_tuning": "none",
+            "teacher_fid": {"value": teacher_fid[0], "spread": teacher_fid[1]},
+            "widths": [row.to_dict() for row in rows],
+        }
+        print(json.dumps(payload, indent=2))
+        return
+    from rich.table import Table
+
+    seeds = ", ".join(map(str, config.evaluation.seeds))
+    table = Table(
+        title=f"bench supernet: {config.name} (FID, {config.evaluation.num_samples} samples "
+        f"x seeds {seeds}; no fine-tuning; BN recalibrated on {recipe.calibration_batches} "
+        "batches for both)"
+    )
+    for column in ("width", "params", "supernet", "magnitude-pruned", "pruned, no BN recal"):
+        table.add_column(column, justify="right")
+
+    def cell(value: tuple[float, float]) -> str:
+        return f"{value[0]:.3g} ± {value[1]:.2g}"
+
+    table.add_row(
+        "1.0 (teacher)",
+        f"{sum(p.numel() for p in benchmark.teacher.parameters()):,}",
+        cell(teacher_fid),
+        cell(teacher_fid),
+        cell(teacher_fid),
+    )
+    for row in rows:
+        table.add_row(
+            f"{row.ratio:g}",
+            f"{row.params:,}",
+            cell(row.supernet_fid),
+            cell(row.pruned_fid),
+            cell(row.pruned_raw_fid),
+        )
     _console().print(table)
 
 

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gansearch.errors import ConfigError
+from gansearch.spaces.config import SpaceConfig
 
 
 class _Section(BaseModel):
@@ -86,6 +87,108 @@ class CustomModel(_Section):
         return value
 
 
+_LOSS_TERMS = ("pixel", "adversarial", "class_logits", "feature", "perceptual")
+
+
+class DistillLosses(_Section):
+    """Weights of the knowledge-distillation loss terms; a weight of 0 switches a term off.
+
+    The terms follow the survey's Eq. 1-8 (see :mod:`gansearch.compress.distill`):
+    ``pixel`` (Eq. 2, L1 or L2 by ``pixel_norm``), ``adversarial`` (Eq. 1/3),
+    ``class_logits`` (Eq. 4-5), ``feature`` (Eq. 6-7, learned 1x1 mappings on
+    ``feature_layers``, default: the generator's norm layers) and ``perceptual`` (Eq. 8,
+    discriminator features). ``discriminator_lr`` > 0 also trains a copy of the
+    discriminator for the adversarial term; 0 keeps it fixed.
+    """
+
+    pixel: float = Field(1.0, ge=0, allow_inf_nan=False)
+    pixel_norm: Literal["l1", "l2"] = "l1"
+    adversarial: float = Field(0.0, ge=0, allow_inf_nan=False)
+    class_logits: float = Field(0.0, ge=0, allow_inf_nan=False)
+    feature: float = Field(0.0, ge=0, allow_inf_nan=False)
+    perceptual: float = Field(0.0, ge=0, allow_inf_nan=False)
+    feature_layers: tuple[str, ...] | None = None
+    discriminator_lr: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _some_term_on(self) -> DistillLosses:
+        if not any(getattr(self, term) > 0 for term in _LOSS_TERMS):
+            terms = ", ".join(_LOSS_TERMS)
+            raise ValueError(f"at least one loss weight must be > 0 (terms: {terms})")
+        return self
+
+    def active(self) -> dict[str, float]:
+        """Term name -> weight, for the terms switched on."""
+        return {term: getattr(self, term) for term in _LOSS_TERMS if getattr(self, term) > 0}
+
+
+class DistillConfig(_Section):
+    """Knowledge-distillation fine-tuning of a compressed generator (budget = ``steps``)."""
+
+    steps: int = Field(200, ge=1)
+    lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(64, ge=2)
+    seed: int = 0
+    losses: DistillLosses = DistillLosses()
+
+
+class SupernetConfig(_Section):
+    """Once-for-all supernet training (Cai et al., ICLR 2020; Li et al., CVPR 2020).
+
+    ``ratios`` are the width ratios each prunable group may take; every step trains the
+    largest, the smallest and one random width vector (sandwich rule). At extraction the
+    BatchNorm statistics are recalibrated on ``calibration_batches`` latent batches.
+    """
+
+    steps: int = Field(2000, ge=1)
+    ratios: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
+    lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(64, ge=2)
+    seed: int = 0
+    calibration_batches: int = Field(8, ge=0)
+    losses: DistillLosses = DistillLosses(pixel=1.0, feature=1.0)
+
+    @field_validator("ratios")
+    @classmethod
+    def _valid_ratios(cls, ratios: tuple[float, ...]) -> tuple[float, ...]:
+        if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
+            raise ValueError(f"every ratio must be in (0, 1], got {list(ratios)}")
+        if len(set(ratios)) != len(ratios):
+            raise ValueError(f"ratios repeat a value: {list(ratios)}")
+        return tuple(sorted(ratios))
+
+
+class SearchConfig(_Section):
+    """How the joint search runs: strategy, budget and feasibility constraints.
+
+    ``constraints`` are written relative to the teacher or absolutely, e.g.
+    ``["fid <= 1.10 * teacher", "stored_bytes <= 64KB"]``; only feasible trials are on
+    the Pareto front. ``finetune_steps`` > 0 distils each candidate briefly before
+    scoring (with the study's ``distill`` losses).
+    """
+
+    strategy: Literal["optuna", "deap", "hybrid"] = "hybrid"
+    sampler: Literal["tpe", "nsga2", "nsga3", "gp", "random"] = "tpe"
+    trials: int = Field(60, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    population: int = Field(16, ge=4)
+    crossover_prob: float = Field(0.9, ge=0, le=1)
+    mutation_prob: float = Field(0.3, ge=0, le=1)
+    constraints: tuple[str, ...] = ()
+    finetune_steps: int = Field(0, ge=0)
+    storage: str | None = None
+    enqueue_reference_plans: bool = True
+
+    @field_validator("constraints")
+    @classmethod
+    def _readable_constraints(cls, constraints: tuple[str, ...]) -> tuple[str, ...]:
+        from gansearch.evaluators.objectives import Constraint
+
+        for text in constraints:
+            Constraint.parse(text)
+        return constraints
+
+
 class StudyConfig(_Section):
     """A whole study file."""
 
@@ -100,6 +203,10 @@ class StudyConfig(_Section):
     objectives: tuple[str, ...] = ("fid", "stored_bytes", "macs")
     evaluation: EvaluationProtocol = EvaluationProtocol()
     output_dir: Path | None = None
+    distill: DistillConfig | None = None
+    supernet: SupernetConfig | None = None
+    space: SpaceConfig = SpaceConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _one_model_source(self) -> StudyConfig:

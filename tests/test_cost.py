@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from gansearch.evaluators.cost import (
     LatencyStats,
     StoredSize,
@@ -17,7 +19,6 @@ from gansearch.evaluators.cost import (
     stored_bytes,
     stored_bytes_by_layer,
 )
-from torch import nn
 
 
 def _image(batch: int, channels: int, size: int) -> torch.Tensor:

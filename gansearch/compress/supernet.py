@@ -1,0 +1,627 @@
+"""Once-for-all (OFA) supernet of a generator: one set of weights, every width usable.
+
+Following GAN Compression (Li et al., "GAN Compression: Efficient Architectures for
+Interactive Conditional GANs", CVPR 2020) and Once-for-All (Cai et al., "Once-for-All:
+Train One Network and Specialize it for Efficient Deployment", ICLR 2020), the teacher is
+distilled into a weight-sharing supernet initialised from the teacher itself:
+
+1. **Channel order.** The channels of each prunable group (see
+   :func:`~gansearch.compress.groups.describe`) are ranked by L1 importance
+   (:func:`~gansearch.compress.prune.channel_importance`), most important first. A
+   sub-generator of width ``w`` for a group keeps the first ``w`` channels in that order,
+   so at initialisation every sub-generator equals the magnitude-pruned teacher of the
+   same widths. The order is fixed for the supernet's life and stored with its weights.
+2. **Masked training.** A forward hook on each *output-side* member of a group (its
+   Conv/Linear and its norm layer) multiplies the output by a 0/1 channel mask. Zeroing a
+   channel after its norm layer is the same as removing it: every consumer's input
+   channel then contributes nothing (this holds for activations with ``f(0) = 0``;
+   :func:`train_supernet` verifies it on the given generator before training).
+3. **Sandwich rule** (Yu & Huang, "Universally Slimmable Networks and Improved Training
+   Techniques", ICCV 2019). Each step accumulates the gradients of the largest, the
+   smallest and one random width vector (one ratio drawn per group) on the same latents,
+   then takes one optimiser step. Each is distilled from the teacher with
+   :class:`~gansearch.compress.distill.DistillationLoss` (default: pixel + feature terms,
+   survey Eq. 2 and 6-7; the learned 1x1 feature mappings are shared across widths).
+4. **Extraction.** :func:`extract` physically prunes a copy with
+   :func:`~gansearch.compress.prune.prune_channels` (keep-masks = first ``w`` channels in
+   importance order): instant, no weight training. BatchNorm running statistics are shared
+   by all widths during training and fit none of them exactly, so :func:`extract`
+   recalibrates them on a few seeded latent batches (post-hoc BN statistics, Yu & Huang,
+   ICCV 2019). ``calibration_batches=0`` skips it.
+
+Weights are stored as safetensors with the channel order per group in the JSON manifest
+(:func:`save_supernet` / :func:`load_supernet`); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gansearch.compress.distill import (
+    ADAM_BETAS,
+    DistillationLoss,
+    FeatureTap,
+    Progress,
+    check_finite,
+    check_parameters,
+    check_terms,
+    data_seed,
+    real_batches,
+)
+from gansearch.compress.groups import OUT, GeneratorStructure
+from gansearch.compress.plan import InvalidPlanError
+from gansearch.compress.prune import channel_importance, magnitude_masks, prune_channels
+from gansearch.config import SupernetConfig
+from gansearch.errors import CheckpointError, GansearchError
+
+SUPERNET_FILE = "supernet.safetensors"
+SUPERNET_FORMAT = 1
+SANDWICH = ("largest", "smallest", "random")
+
+
+class SupernetError(GansearchError):
+    """A generator whose channel masking is not equivalent to pruning, or a bad supernet."""
+
+
+def width_for(ratio: float, num_channels: int) -> int:
+    """Channels kept at ``ratio``: ``round(ratio * C)``, at least 1 (as ``magnitude_masks``)."""
+    return max(1, min(num_channels, math.floor(ratio * num_channels + 0.5)))
+
+
+def channel_order(teacher: nn.Module, structure: GeneratorStructure) -> dict[str, tuple[int, ...]]:
+    """Group name -> channel indices by decreasing L1 importance (ties: lower index first)."""
+    importance = channel_importance(teacher, structure)
+    order = {}
+    for group in structure.groups:
+        scores = [float(s) for s in importance[group.name]]
+        order[group.name] = tuple(sorted(range(group.num_channels), key=lambda i: (-scores[i], i)))
+    return order
+
+
+@dataclass(frozen=True, eq=False)
+class Supernet:
+    """A weight-sharing generator whose every width prefix is a sub-generator.
+
+    Attributes:
+        model: The shared weights, in the teacher's architecture (no hooks attached).
+        structure: The teacher's prunable groups.
+        order: Group name -> channel indices, most important first; width ``w`` keeps the
+            first ``w``.
+        ratios: The width ratios it was trained for, ascending.
+        latent_shape: Shape of one generator input.
+    """
+
+    model: nn.Module
+    structure: GeneratorStructure
+    order: Mapping[str, tuple[int, ...]]
+    ratios: tuple[float, ...]
+    latent_shape: tuple[int, ...]
+
+    def widths(self, ratio: float | Mapping[str, float]) -> dict[str, int]:
+        """Group name -> width for one ratio (or one ratio per group; missing = 1.0)."""
+        widths = {}
+        for group in self.structure.groups:
+            r = ratio.get(group.name, 1.0) if isinstance(ratio, Mapping) else ratio
+            if not 0.0 < r <= 1.0:
+                raise InvalidPlanError(
+                    f"group '{group.name}': `0 < ratio <= 1` must hold, but got ratio={r}."
+                )
+            widths[group.name] = width_for(r, group.num_channels)
+        return widths
+
+    def largest(self) -> dict[str, int]:
+        return self.widths(self.ratios[-1])
+
+    def smallest(self) -> dict[str, int]:
+        return self.widths(self.ratios[0])
+
+    def keep_masks(self, widths: Mapping[str, int]) -> dict[str, tuple[bool, ...]]:
+        """Keep-masks of ``widths``: the first ``w`` channels of each group in ``order``.
+
+        Raises:
+            InvalidPlanError: for an unknown group or a width outside ``1..C``.
+        """
+        groups = {g.name: g for g in self.structure.groups}
+        unknown = sorted(set(widths) - set(groups))
+        if unknown:
+            raise InvalidPlanError(
+                f"group '{unknown[0]}': unknown group in widths; known groups are {sorted(groups)}."
+            )
+        masks = {}
+        for name, group in groups.items():
+            width = widths.get(name, group.num_channels)
+            if isinstance(width, bool) or not isinstance(width, int):
+                raise InvalidPlanError(f"group '{name}': width must be an int, but got {width!r}.")
+            if not 1 <= width <= group.num_channels:
+                raise InvalidPlanError(
+                    f"group '{name}': `1 <= width <= {group.num_channels}` must hold, "
+                    f"but got {width=}."
+                )
+            kept = set(self.order[name][:width])
+            masks[name] = tuple(i in kept for i in range(group.num_channels))
+        return masks
+
+    def example_input(self, batch_size: int = 2) -> Tensor:
+        """A zero latent batch (for tracing the dependency graph)."""
+        return torch.zeros((batch_size, *self.latent_shape))
+
+
+# ---------------------------------------------------------------------------------------
+# Width sampling and channel masks
+# ---------------------------------------------------------------------------------------
+
+
+class WidthSampler:
+    """Draws the sandwich-rule widths of each step from its own seeded generator.
+
+    Yu & Huang, "Universally Slimmable Networks and Improved Training Techniques",
+    ICCV 2019: the largest and smallest networks bound the loss of every width between
+    them, plus random widths in between (here one vector, one ratio per group).
+    """
+
+    def __init__(self, supernet: Supernet, seed: int) -> None:
+        self.supernet = supernet
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def random(self) -> dict[str, int]:
+        """One ratio drawn uniformly per group from the configured ratios."""
+        ratios = self.supernet.ratios
+        picks = torch.randint(
+            len(ratios), (len(self.supernet.structure.groups),), generator=self.generator
+        ).tolist()
+        return self.supernet.widths(
+            {g.name: ratios[i] for g, i in zip(self.supernet.structure.groups, picks, strict=True)}
+        )
+
+    def sandwich(self) -> list[dict[str, int]]:
+        """``[largest, smallest, random]`` width vectors for one step."""
+        return [self.supernet.largest(), self.supernet.smallest(), self.random()]
+
+
+def _output_size(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    size = getattr(module, "num_features", None)
+    if size is None:
+        raise SupernetError(
+            f"cannot mask the output channels of a {type(module).__name__}; supported are "
+            "Conv, ConvTranspose, Linear and norm layers"
+        )
+    return int(size)
+
+
+class ChannelMasker:
+    """Zeroes the channels outside the current widths at every output-side group member.
+
+    A context manager: hooks are attached on enter and removed on exit, so the supernet's
+    model never keeps them (and copies of it stay plain). Enter it *before* any
+    :class:`~gansearch.compress.distill.FeatureTap` so that the tap sees masked outputs.
+    """
+
+    def __init__(self, supernet: Supernet, model: nn.Module | None = None) -> None:
+        self.supernet = supernet
+        self.model = supernet.model if model is None else model
+        self.members: dict[str, list[tuple[Any, ...]]] = {}
+        for group in supernet.structure.groups:
+            for member in group.members:
+                if member.dim == OUT:
+                    self.members.setdefault(member.layer, []).append((group, member))
+        self.masks: dict[str, Tensor] = {}
+        self._handles: list[Any] = []
+
+    def set_widths(self, widths: Mapping[str, int]) -> None:
+        """Mask every group to ``widths`` (groups not listed keep all channels)."""
+        keep = self.supernet.keep_masks(widths)
+        masks = {}
+        for layer, entries in self.members.items():
+            mask = None
+            for group, member in entries:
+                removed = [c for c, kept in enumerate(keep[group.name]) if not kept]
+                if not removed:
+                    continue
+                if mask is None:
+                    mask = torch.ones(_output_size(self.model.get_submodule(layer)))
+                for c in removed:
+                    start = member.offset + c * member.unit
+                    mask[start : start + member.unit] = 0.0
+            if mask is not None:
+                masks[layer] = mask
+        self.masks = masks
+
+    def _hook(self, layer: str, linear: bool) -> Callable[..., Tensor | None]:
+        def apply(_module: nn.Module, _args: Any, output: Tensor) -> Tensor | None:
+            mask = self.masks.get(layer)
+            if mask is None:
+                return None
+            if linear:
+                return output * mask.to(output)
+            shape = [1] * output.dim()
+            shape[1] = -1
+            return output * mask.to(output).view(shape)
+
+        return apply
+
+    def __enter__(self) -> ChannelMasker:
+        for layer in self.members:
+            module = self.model.get_submodule(layer)
+            hook = self._hook(layer, isinstance(module, nn.Linear))
+            self._handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class masked:  # noqa: N801 - used like a function: ``with masked(supernet, widths): ...``
+    """Run ``supernet.model`` as the sub-generator of ``widths`` (masking, no copy)."""
+
+    def __init__(self, supernet: Supernet, widths: Mapping[str, int]) -> None:
+        self.masker = ChannelMasker(supernet)
+        self.masker.set_widths(widths)
+
+    def __enter__(self) -> nn.Module:
+        self.masker.__enter__()
+        return self.masker.model
+
+    def __exit__(self, *exc: object) -> None:
+        self.masker.__exit__(*exc)
+
+
+# ---------------------------------------------------------------------------------------
+# BatchNorm recalibration and extraction
+# ---------------------------------------------------------------------------------------
+
+
+def calibration_latents(
+    latent_shape: Sequence[int], batches: int, batch_size: int, seed: int
+) -> list[Tensor]:
+    """``batches`` standard-normal latent batches from their own seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn((batch_size, *latent_shape), generator=generator) for _ in range(batches)]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> nn.Module:
+    """Recompute every BatchNorm's running statistics of ``model`` in place (no training).
+
+    The statistics become the exact average over ``batches`` (cumulative moving average,
+    ``momentum=None``), as in the post-hoc BN calibration of Yu & Huang (ICCV 2019).
+    Only BatchNorm layers run in training mode; ``model`` is left in eval mode.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or not batches:
+        return model.eval()
+    model.eval()
+    momenta = []
+    for norm in norms:
+        momenta.append(norm.momentum)
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    try:
+        for batch in batches:
+            model(batch)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
+    return model
+
+
+def extract(
+    supernet: Supernet,
+    widths: Mapping[str, int],
+    *,
+    calibration_batches: int = 8,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> nn.Module:
+    """The sub-generator of ``widths`` as a physically smaller network (eval mode).
+
+    Pruned with :func:`~gansearch.compress.prune.prune_channels` (keep-masks = the first
+    ``w`` channels of each group in importance order), then its BatchNorm statistics are
+    recalibrated on ``calibration_batches`` seeded latent batches (0 = keep the shared
+    statistics). No weight is trained. The supernet is not modified.
+    """
+    masks = supernet.keep_masks(widths)
+    model = copy.deepcopy(supernet.model).eval()
+    sub = prune_channels(model, supernet.structure, masks, supernet.example_input()).eval()
+    if calibration_batches > 0:
+        recalibrate_batchnorm(
+            sub, calibration_latents(supernet.latent_shape, calibration_batches, batch_size, seed)
+        )
+    return sub
+
+
+def check_masking_is_pruning(
+    supernet: Supernet, widths: Mapping[str, int], atol: float = 1e-4
+) -> None:
+    """Raise :class:`SupernetError` unless masked and extracted outputs agree (eval mode)."""
+    latents = calibration_latents(supernet.latent_shape, 1, 8, seed=0)[0]
+    was_training = supernet.model.training
+    supernet.model.eval()
+    try:
+        with torch.no_grad(), masked(supernet, widths) as model:
+            expected = model(latents)
+        with torch.no_grad():
+            actual = extract(supernet, widths, calibration_batches=0)(latents)
+    finally:
+        supernet.model.train(was_training)
+    error = (expected - actual).abs().max().item()
+    if not error <= atol:
+        raise SupernetError(
+            f"zeroing channels is not equivalent to pruning them in this generator (max "
+            f"difference {error:.3g} at the smallest widths); a layer between two groups maps "
+            "0 to a non-zero value (e.g. Sigmoid, or a bias after the norm layer)"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------
+
+
+def train_supernet(
+    teacher: nn.Module,
+    discriminator: nn.Module | None,
+    data: Tensor | None,
+    structure: GeneratorStructure,
+    config: SupernetConfig,
+    progress: Progress | None = None,
+    *,
+    latent_shape: Sequence[int],
+) -> Supernet:
+    """Distil ``teacher`` into a once-for-all supernet initialised from it.
+
+    Channels are ordered by importance first; each step applies the sandwich rule
+    (largest, smallest, one random width vector; gradients accumulated, one Adam step)
+    with the distillation loss of ``config.losses`` against the frozen teacher. See the
+    module docstring for the papers. The teacher and discriminator are not modified.
+
+    Args:
+        teacher: The teacher generator.
+        discriminator: Its discriminator (only needed by discriminator loss terms).
+        data: Real images (only needed when ``losses.discriminator_lr > 0``).
+        structure: ``describe(teacher, example_input)``.
+        config: Steps, ratios, learning rate, batch size, seed and loss weights.
+        progress: Called as ``progress(step, steps, losses)`` after each step.
+        latent_shape: Shape of one generator input.
+
+    Returns:
+        The trained :class:`Supernet` (model in eval mode, BN statistics shared).
+
+    Raises:
+        DistillationDiverged: at a non-finite loss, output or parameter.
+        SupernetError: when zeroing channels is not equivalent to pruning them here.
+    """
+    latent_shape = tuple(latent_shape)
+    model = copy.deepcopy(teacher)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    supernet = Supernet(
+        model, structure, channel_order(teacher, structure), tuple(config.ratios), latent_shape
+    )
+    check_masking_is_pruning(supernet, supernet.smallest())
+    loss = DistillationLoss(
+        model, teacher, discriminator, config.losses, supernet.example_input(), seed=config.seed
+    )
+    batches = None
+    if loss.adversary is not None:
+        if data is None:
+            raise SupernetError(
+                "`discriminator_lr > 0` trains the discriminator on real data, but no data was "
+                "given; set `supernet.losses.discriminator_lr: 0`"
+            )
+        batches = real_batches(
+            data, config.batch_size, torch.Generator().manual_seed(data_seed(config.seed))
+        )
+    sampler = WidthSampler(supernet, config.seed)
+    latent_rng = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(
+        [*model.parameters(), *loss.parameters()], lr=config.lr, betas=ADAM_BETAS
+    )
+    model.train()
+    with ChannelMasker(supernet) as masker, FeatureTap(model, loss.feature_layers) as tap:
+        for step in range(1, config.steps + 1):
+            latents = torch.randn((config.batch_size, *latent_shape), generator=latent_rng)
+            targets = loss.targets(latents)
+            optimizer.zero_grad(set_to_none=True)
+            record: dict[str, float] = {}
+            for name, widths in zip(SANDWICH, sampler.sandwich(), strict=True):
+                masker.set_widths(widths)
+                images = model(latents)
+                check_finite(images, f"the {name} sub-generator's output", step, config.lr)
+                terms = loss.terms(images, tap.outputs, targets)
+                total = loss.total(terms)
+                check_terms(terms, total, step, config.lr)
+                total.backward()
+                record[name] = total.item()
+            optimizer.step()
+            check_parameters([model, loss.mappings], step, config.lr)
+            if batches is not None:
+                d_loss = loss.discriminator_step(next(batches), images)
+                check_finite(torch.tensor(d_loss), "the discriminator loss", step, config.lr)
+                record["discriminator"] = d_loss
+            if progress is not None:
+                progress(step, config.steps, record)
+    model.eval()
+    return supernet
+
+
+# ---------------------------------------------------------------------------------------
+# Storage: safetensors + channel order in the JSON manifest
+# ---------------------------------------------------------------------------------------
+
+
+def save_supernet(
+    supernet: Supernet,
+    directory: Path,
+    *,
+    entry: str,
+    command: str,
+    config: SupernetConfig,
+    metrics: Mapping[str, float] | None = None,
+    teacher_sha256: str | None = None,
+) -> Path:
+    """Write ``directory/supernet.safetensors`` and the manifest entry ``entry``.
+
+    The manifest records the reproducing ``command``, the seed and full config, the
+    weights' SHA-256 (and the teacher checkpoint's, when known), the ratios, the channel
+    order of every group and the torch thread count (float results depend on it).
+    """
+    from gansearch.checkpoints import save_weights
+    from gansearch.zoo.weights_io import update_manifest
+
+    path = Path(directory) / SUPERNET_FILE
+    digest = save_weights(supernet.model, path)
+    update_manifest(
+        Path(directory),
+        entry,
+        {
+            "command": command,
+            "format": SUPERNET_FORMAT,
+            "seed": config.seed,
+            "recipe": config.model_dump(mode="json"),
+            "ratios": list(supernet.ratios),
+            "latent_shape": list(supernet.latent_shape),
+            "channel_order": {name: list(order) for name, order in supernet.order.items()},
+            "sha256": {"supernet": digest},
+            "teacher_sha256": teacher_sha256,
+            "metrics": dict(metrics or {}),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    )
+    return path
+
+
+def load_supernet(
+    teacher: nn.Module,
+    structure: GeneratorStructure,
+    directory: Path,
+    *,
+    entry: str,
+    hint: str = "",
+) -> Supernet:
+    """Load a supernet saved by :func:`save_supernet` into a copy of ``teacher``'s architecture.
+
+    Raises:
+        CheckpointError: for a missing file or manifest entry, or a channel order that
+            does not fit ``structure``.
+    """
+    from gansearch.checkpoints import load_weights
+    from gansearch.zoo.weights_io import read_manifest
+
+    directory = Path(directory)
+    fix = f"; {hint}" if hint else ""
+    record = read_manifest(directory).get(entry)
+    if record is None:
+        raise CheckpointError(f"no `{entry}` entry in {directory / 'manifest.json'}{fix}")
+    model = load_weights(copy.deepcopy(teacher), directory / SUPERNET_FILE, hint=hint).eval()
+    order = {name: tuple(int(i) for i in idxs) for name, idxs in record["channel_order"].items()}
+    for group in structure.groups:
+        if sorted(order.get(group.name, ())) != list(range(group.num_channels)):
+            raise CheckpointError(
+                f"{directory / 'manifest.json'}: `{entry}` has no valid channel order for group "
+                f"'{group.name}' ({group.num_channels} channels); was it trained for another "
+                f"teacher?{fix}"
+            )
+    return Supernet(
+        model,
+        structure,
+        order,
+        tuple(float(r) for r in record["ratios"]),
+        tuple(int(s) for s in record["latent_shape"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Comparison with magnitude pruning (no fine-tuning on either side)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WidthComparison:
+    """One width: the supernet sub-generator vs the magnitude-pruned teacher.
+
+    ``*_fid`` are ``(mean, spread)`` over the evaluation seeds. Both sides get the same
+    BatchNorm recalibration; ``pruned_raw_fid`` is the pruned teacher without it.
+    """
+
+    ratio: float
+    widths: Mapping[str, int]
+    params: int
+    supernet_fid: tuple[float, float]
+    pruned_fid: tuple[float, float]
+    pruned_raw_fid: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "widths": dict(self.widths),
+            "params": self.params,
+            "supernet_fid": {"value": self.supernet_fid[0], "spread": self.supernet_fid[1]},
+            "pruned_fid": {"value": self.pruned_fid[0], "spread": self.pruned_fid[1]},
+            "pruned_no_bn_recalibration_fid": {
+                "value": self.pruned_raw_fid[0],
+                "spread": self.pruned_raw_fid[1],
+            },
+        }
+
+
+def compare_with_magnitude_pruning(
+    supernet: Supernet,
+    teacher: nn.Module,
+    ratios: Sequence[float],
+    fid: Callable[[nn.Module], tuple[float, float]],
+    *,
+    calibration_batches: int = 8,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> list[WidthComparison]:
+    """Score sub-generators against the same-width L1-magnitude-pruned teacher.
+
+    Neither side is fine-tuned. Both get the same BatchNorm recalibration (same latent
+    batches); the pruned teacher is also scored without it. The magnitude baseline is
+    Li et al., "Pruning Filters for Efficient ConvNets" (ICLR 2017), via
+    :func:`~gansearch.compress.prune.magnitude_masks`.
+
+    Args:
+        fid: ``model -> (mean, spread)`` of the FID over the evaluation seeds.
+    """
+    structure = supernet.structure
+    importance = channel_importance(teacher, structure)
+    batches = calibration_latents(supernet.latent_shape, calibration_batches, batch_size, seed)
+    results = []
+    for ratio in ratios:
+        widths = supernet.widths(ratio)
+        sub = extract(supernet, widths, calibration_batches=0)
+        recalibrate_batchnorm(sub, batches)
+        masks = magnitude_masks(structure, importance, ratio)
+        raw = prune_channels(teacher, structure, masks, supernet.example_input()).eval()
+        pruned = recalibrate_batchnorm(copy.deepcopy(raw), batches)
+        results.append(
+            WidthComparison(
+                ratio=ratio,
+                widths=widths,
+                params=sum(p.numel() for p in sub.parameters()),
+                supernet_fid=fid(sub),
+                pruned_fid=fid(pruned),
+                pruned_raw_fid=fid(raw),
+            )
+        )
+    return results
