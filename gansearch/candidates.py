@@ -13,7 +13,6 @@ import math
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,34 +79,23 @@ class CandidateEvaluator:
 
     # ------------------------------------------------------------------ building
 
-    def materialise(self, plan: CompressionPlan) -> tuple[nn.Module, CompressionPlan]:
-        """The network whose weights the plan starts from, and the plan in mask form.
-
-        OFA widths become keep-masks over the supernet's importance order, so every
-        candidate is applied (and exported) the same way: masks on a source network.
-        """
-        if plan.widths is None:
-            return self.teacher, plan
-        if self.supernet is None:
-            raise ValueError("the plan has OFA widths but the study has no supernet (`space.ofa`)")
-        masks = self.supernet.keep_masks(plan.widths)
-        return self.supernet.model, replace(plan, masks=masks, widths=None)
-
     def build(
         self, plan: CompressionPlan, *, finetune_steps: int | None = None
     ) -> CompressedGenerator:
         """Apply the plan, recalibrate BatchNorm, and optionally distil briefly."""
         from gansearch.compress.supernet import recalibrate_batchnorm
 
-        source, plan = self.materialise(plan)
+        if plan.widths is not None and self.supernet is None:
+            raise ValueError("the plan has OFA widths but the study has no supernet (`space.ofa`)")
         compressed = apply_plan(
-            source,
+            self.teacher,
             plan,
             self.example,
             calibration_batches=self.calibration,
             structure=self.space.structure,
+            supernet=self.supernet,
         )
-        if any(plan.masks.values()) and not all(all(mask) for mask in plan.masks.values()):
+        if not all(all(mask) for mask in compressed.plan.masks.values()):
             # Pruning shifts each BatchNorm's input distribution; re-estimating the running
             # statistics on latents is not training (Yu et al., Slimmable Networks, 2019).
             recalibrate_batchnorm(compressed.module, self.calibration)

@@ -477,8 +477,8 @@ def test_plan_json_rejects_unknown_keys_and_versions():
         CompressionPlan.from_json('{"version": 1, "layers": {"up": {"bits": 4}}}')
 
 
-def test_widths_are_carried_but_not_applied_yet(toy, z, structure):
-    with pytest.raises(PlanNotSupportedError, match="widths"):
+def test_widths_need_the_supernet(toy, z, structure):
+    with pytest.raises(PlanNotSupportedError, match="supernet="):
         apply_plan(toy, CompressionPlan(widths={"up": 6}), z, structure=structure)
 
 

@@ -253,3 +253,21 @@ def test_cli_reports_a_diverging_run_as_one_line(tmp_path, capsys) -> None:
     assert len(lines) == 1 and "distillation diverged at step" in lines[0]
     assert "Traceback" not in err
     assert not (tmp_path / "out" / "supernet.safetensors").exists()
+
+
+def test_apply_plan_takes_widths_from_the_supernet(
+    teacher: nn.Module, structure, trained: Supernet
+) -> None:
+    from gansearch.compress.apply import apply_plan
+    from gansearch.compress.plan import CompressionPlan
+
+    widths = trained.smallest()
+    z = _latents()
+    compressed = apply_plan(
+        teacher, CompressionPlan(widths=widths), z[:2], structure=structure, supernet=trained
+    )
+    assert compressed.plan.widths is None  # resolved into masks over the supernet's order
+    assert compressed.plan.masks == trained.keep_masks(widths)
+    with torch.no_grad():
+        expected = extract(trained, widths, calibration_batches=0)(z)
+        torch.testing.assert_close(compressed(z), expected, atol=1e-5, rtol=0)

@@ -28,9 +28,10 @@ ranges as float32 pairs, anything else unchanged; ``num_batches_tracked`` exclud
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -59,6 +60,9 @@ from gansearch.compress.plan import (
 )
 from gansearch.compress.prune import prune_channels, removed_channels
 from gansearch.errors import GansearchError
+
+if TYPE_CHECKING:
+    from gansearch.compress.supernet import Supernet
 
 MANIFEST_VERSION = 1
 _NORM_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -295,6 +299,7 @@ def apply_plan(
     *,
     calibration_batches: Iterable[Any] | None = None,
     structure: GeneratorStructure | None = None,
+    supernet: Supernet | None = None,
 ) -> CompressedGenerator:
     """Compress a deep copy of ``teacher`` as ``plan`` says.
 
@@ -306,6 +311,8 @@ def apply_plan(
         calibration_batches: Batches (inputs of the generator) to calibrate activation
             ranges on; defaults to ``[example_input]``.
         structure: ``describe(teacher, example_input)``, if already computed.
+        supernet: the once-for-all supernet, for plans with ``widths``; the result is then
+            pruned from the supernet's weights and its ``plan`` is in mask form.
 
     Raises:
         InvalidPlanError: if the plan does not fit the teacher.
@@ -315,10 +322,15 @@ def apply_plan(
         structure = describe(teacher, example_input)
     validate(plan, structure)
     if plan.widths is not None:
-        raise PlanNotSupportedError(
-            "plans with supernet `widths` cannot be applied yet: the once-for-all supernet is "
-            "not implemented; use per-group `masks` instead."
-        )
+        if supernet is None:
+            raise PlanNotSupportedError(
+                "the plan takes OFA `widths`, so it needs the supernet they come from: pass "
+                "`supernet=` (see gansearch.compress.supernet.load_supernet)"
+            )
+        # Width w of a group = its first w channels in the supernet's importance order,
+        # taken from the supernet's shared weights: the plan becomes masks on those weights.
+        teacher = supernet.model
+        plan = dataclasses.replace(plan, masks=supernet.keep_masks(plan.widths), widths=None)
     model = copy.deepcopy(teacher)
     for config in plan_configs(plan, structure, example_input, calibration_batches):
         model = apply_transform(model, config)
