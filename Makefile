@@ -18,8 +18,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+GS := $(VENV)/bin/gansearch
+
+# The main job: teacher metrics, the joint search (continues if already run), the Pareto
+# front with plots, and the knee point exported as a compact artifact.
 demo: setup
-	$(VENV)/bin/gansearch evaluate studies/digits.yaml
+	$(GS) evaluate studies/digits.yaml
+	$(GS) run studies/digits.yaml
+	$(GS) pareto studies/digits.yaml --plot studies/digits/front
+	$(GS) export studies/digits.yaml --pick knee --out studies/digits/artifact
+	$(GS) evaluate studies/digits.yaml --artifact studies/digits/artifact
 
 test: setup
 	$(PY) -m pytest -q

@@ -98,21 +98,28 @@ def _print_score_table(title: str, payload: dict[str, Any]) -> None:
 def evaluate(
     study: StudyArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    artifact: Annotated[
+        Path | None, typer.Option(help="Score an exported artifact folder instead of the teacher.")
+    ] = None,
 ) -> None:
-    """Score the study's teacher: quality (with noise floor) and cost metrics."""
+    """Score the study's teacher (or an artifact): quality with noise floor, and cost."""
     from gansearch.benchmarks import load_benchmark
     from gansearch.config import load_study
-    from gansearch.evaluate import evaluate_teacher
+    from gansearch.evaluate import evaluate_artifact, evaluate_teacher
 
     config = load_study(study)
     benchmark = load_benchmark(config)
-    score = evaluate_teacher(benchmark, config)
+    if artifact is None:
+        score = evaluate_teacher(benchmark, config)
+    else:
+        score = evaluate_artifact(benchmark, config, artifact)
+    what = "teacher" if artifact is None else str(artifact)
     metrics = score.to_dict()
     if as_json:
         payload = {
             "study": config.name,
             "benchmark": benchmark.name,
-            "model": "teacher",
+            "model": what,
             "protocol": json.loads(config.evaluation.model_dump_json()),
             "metrics": metrics,
         }
@@ -120,7 +127,7 @@ def evaluate(
     else:
         seeds = ", ".join(map(str, config.evaluation.seeds))
         _print_score_table(
-            f"{config.name}: teacher ({config.evaluation.num_samples} samples x seeds {seeds})",
+            f"{config.name}: {what} ({config.evaluation.num_samples} samples x seeds {seeds})",
             metrics,
         )
 
@@ -498,6 +505,407 @@ def bench_supernet(
             cell(row.pruned_raw_fid),
         )
     _console().print(table)
+
+
+@bench_app.command("search")
+@user_errors
+def bench_search(
+    studies: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Study files, the joint one first (default: studies/digits.yaml and the four "
+            "single-technique digits studies)."
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Finished trials per study (default: the studies' own).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Strategy seed of every study (default: the studies').")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the storages and the plot (default: a fresh temp folder)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Joint search vs each single technique, at one budget and seed: hypervolume, compression."""
+    import tempfile
+
+    from gansearch.bench import SEARCH_STUDIES
+    from gansearch.bench import bench_search as run
+
+    folder = out if out is not None else Path(tempfile.mkdtemp(prefix="gansearch-bench-search-"))
+    with _progress_bar("bench search") as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total, losses="")
+            bar.update(tasks[name], completed=done)
+
+        report = run(
+            folder,
+            list(studies) if studies else SEARCH_STUDIES,
+            trials=trials,
+            seed=seed,
+            on_result=progress,
+        )
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    goals = report["goals"]
+    bar_text = goals["compression"]["quality_bar"]
+    reference = report["reference_point"]["teacher_relative_losses"]
+    table = Table(
+        title=f"bench search: {report['trials']} trials per study, seed {report['seed']}; "
+        f"HV reference point (teacher-relative losses of {', '.join(report['objectives'])}) "
+        f"= {reference}"
+    )
+    columns = ("study", "strategy", "trials", "failed", "feasible", "front", "hypervolume")
+    for column in (*columns, f"bytes ratio ({bar_text})", f"MACs ratio ({bar_text})", "time s"):
+        table.add_column(column, justify="left" if column in {"study", "strategy"} else "right")
+
+    def ratio(best: dict[str, Any] | None, name: str) -> str:
+        return "n/a" if best is None else f"{best[name]:.1f}x (#{best['trial']})"
+
+    for row in report["studies"]:
+        table.add_row(
+            row["study"],
+            row["strategy"],
+            str(row["trials"]),
+            str(row["failures"]),
+            str(row["feasible"]),
+            str(row["front_size"]),
+            f"{row['hypervolume']:.4f}",
+            ratio(row["best_stored_bytes"], "stored_bytes"),
+            ratio(row["best_macs"], "macs"),
+            f"{row['seconds']:.0f}",
+        )
+    console = _console()
+    console.print(table)
+    hv, comp = goals["joint_hypervolume_beats_every_single"], goals["compression"]
+    verdict = {True: "[green]met[/green]", False: "[red]not met[/red]"}
+    console.print(
+        f"(a) joint hypervolume > every single technique's: {verdict[hv['met']]} "
+        f"(joint {hv['joint']:.4f}, best single {hv['best_single']:.4f})"
+    )
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}x"
+
+    console.print(
+        f"(b) at {bar_text}: >= {comp['stored_bytes_goal']:g}x smaller stored bytes and >= "
+        f"{comp['macs_goal']:g}x fewer MACs in one candidate: {verdict[comp['met']]} "
+        f"(joint best: {shown(comp['best_stored_bytes_ratio'])} bytes, "
+        f"{shown(comp['best_macs_ratio'])} MACs)"
+    )
+    console.print(f"plot: {report['plot']}; storages under {report['out']}")
+
+
+# --------------------------------------------------------------------------- the search
+
+STRATEGIES = ("optuna", "deap", "hybrid")
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna storage URL (default: sqlite in studies/<name>/; any RDB URL or journal)."
+    ),
+]
+
+
+def _front_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    quality = report["front"][0]["quality_metric"] if report["front"] else "quality"
+    size = f"{len(report['front'])} of {report['trials']} trials"
+    table = Table(title=f"{report['study']}: Pareto front ({size})")
+    for column in (
+        "trial",
+        quality,
+        "stored bytes",
+        "compression",
+        "MACs",
+        "MACs reduction",
+        "latency ms",
+    ):
+        table.add_column(column, justify="right")
+
+    def ratio(value: float | None) -> str:
+        return "" if value is None else f"{value:.1f}x"
+
+    for row in report["front"]:
+        spread = row["quality_spread"]
+        quality_text = "n/a" if row["quality"] is None else f"{row['quality']:.4g}"
+        if spread is not None and row["quality"] is not None:
+            quality_text += f" ± {spread:.2g}"
+        table.add_row(
+            str(row["trial"]),
+            quality_text,
+            _format_value("stored_bytes", row["stored_bytes"]),
+            ratio(row["compression"]),
+            _format_value("macs", row["macs"]),
+            ratio(row["macs_reduction"]),
+            _format_value("latency_ms", row["latency_ms"]),
+        )
+    return table
+
+
+def _print_front(report: dict[str, Any]) -> None:
+    console = _console()
+    console.print(_front_table(report))
+    if report["hypervolume"] is not None:
+        point = ", ".join(f"{k}={v:g}" for k, v in report["reference_point"]["values"].items())
+        console.print(
+            f"hypervolume {report['hypervolume']:.4g} against reference ({point}), "
+            "in teacher-relative losses"
+        )
+    if report["constraints"]:
+        console.print(f"feasible = {' and '.join(report['constraints'])}")
+
+
+@app.command()
+@user_errors
+def run(
+    study: StudyArg,
+    trials: Annotated[int | None, typer.Option(help="Total finished trials to reach.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop proposing after S seconds.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="optuna, deap or hybrid.")] = None,
+    storage: StorageOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Strategy seed (default: the study's).")] = None,
+) -> None:
+    """Run or continue a search study; ends by printing the Pareto front."""
+    from gansearch.config import load_study
+    from gansearch.errors import GansearchError
+
+    config = load_study(study)
+    if strategy is not None and strategy not in STRATEGIES:
+        raise GansearchError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if trials is not None and trials < 1:
+        raise GansearchError(f"`--trials` must be at least 1, got {trials}")
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from gansearch.pareto import pareto_front, pareto_report
+    from gansearch.study import finished_trials, open_study, run_study
+
+    budget = trials if trials is not None else config.search.trials
+    objectives = config.objectives
+    open_study(config, storage)  # a bad storage URL fails here, before anything is loaded
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("fail {task.fields[failed]}  front {task.fields[front]}  {task.fields[best]}"),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+    ) as bar:
+        task = bar.add_task(f"{config.name}: loading", total=budget, failed=0, front=0, best="")
+
+        def on_start(optuna_study: Any, evaluator: Any) -> None:
+            done = finished_trials(optuna_study)
+            failed = sum(t.state.name == "FAIL" for t in done)
+            bar.update(task, description=config.name, completed=len(done), failed=failed)
+
+        def on_result(result: Any, trial: Any) -> None:
+            optuna_study = trial.study
+            front = pareto_front(optuna_study, objectives)
+            best = ""
+            if front:
+                from gansearch.evaluators.objectives import METRICS
+
+                parts = []
+                for i, name in enumerate(objectives):
+                    value = max((p.values[i] for p in front), key=lambda v: METRICS[name].sign * v)
+                    parts.append(f"{name} {value:.4g}")
+                best = "best feasible: " + ", ".join(parts)
+            task_state = bar.tasks[task]
+            bar.update(
+                task,
+                advance=1,
+                front=len(front),
+                best=best,
+                failed=task_state.fields["failed"] + (result.failure is not None),
+            )
+
+        summary = run_study(
+            config,
+            trials=trials,
+            timeout=timeout,
+            strategy=strategy,
+            storage=storage,
+            seed=seed,
+            on_start=on_start,
+            on_result=on_result,
+        )
+    console = _console()
+    console.print(
+        f"{summary.study_name}: evaluated {summary.evaluated} candidates "
+        f"in {summary.seconds:.0f} s ({summary.finished} finished, {summary.failed} failed"
+        + (f", {summary.recovered} interrupted trials re-proposed" if summary.recovered else "")
+        + f"); storage {summary.storage}"
+    )
+    _print_front(pareto_report(open_study(config, storage), objectives))
+
+
+@app.command()
+@user_errors
+def studies(
+    storage: StorageOpt = None,
+    root: Annotated[Path, typer.Option(help="Folder of study outputs to scan.")] = Path("studies"),
+) -> None:
+    """List the studies (and their trial counts) in a storage, or in studies/*/study.db."""
+    import optuna
+    from rich.table import Table
+
+    from gansearch.study import StorageError
+
+    urls = (
+        [storage] if storage else [f"sqlite:///{path}" for path in sorted(root.glob("*/study.db"))]
+    )
+    table = Table(title="studies")
+    for column in ("study", "complete", "failed", "running", "directions", "storage"):
+        table.add_column(column)
+    for url in urls:
+        try:
+            summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
+        except Exception as error:  # noqa: BLE001 - driver errors vary by backend
+            raise StorageError(
+                f"cannot open storage {url!r} ({type(error).__name__}); check the URL"
+            ) from None
+        for summary in summaries:
+            trials = optuna.load_study(study_name=summary.study_name, storage=url).get_trials(
+                deepcopy=False
+            )
+            count = {
+                state: sum(t.state.name == state for t in trials)
+                for state in ("COMPLETE", "FAIL", "RUNNING")
+            }
+            table.add_row(
+                summary.study_name,
+                str(count["COMPLETE"]),
+                str(count["FAIL"]),
+                str(count["RUNNING"]),
+                ",".join(d.name.lower() for d in summary.directions),
+                url,
+            )
+    _console().print(table)
+
+
+@app.command()
+@user_errors
+def pareto(
+    study: StudyArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the same data as JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write PATH (.png) and PATH with .html.")
+    ] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """The feasible Pareto-optimal trials, their ratios to the teacher, and the hypervolume."""
+    from gansearch.config import load_study
+    from gansearch.pareto import pareto_front, pareto_report, write_plots
+    from gansearch.study import open_study
+
+    config = load_study(study)
+    optuna_study = open_study(config, storage, create=False)
+    report = pareto_report(optuna_study, config.objectives)
+    if plot is not None:
+        cost = (
+            next(
+                (o for o in config.objectives if o != report["front"][0]["quality_metric"]),
+                "stored_bytes",
+            )
+            if report["front"]
+            else "stored_bytes"
+        )
+        quality = report["front"][0]["quality_metric"] if report["front"] else "fid"
+        png = plot.with_suffix(".png")
+        html = plot.with_suffix(".html")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        write_plots(
+            optuna_study, pareto_front(optuna_study, config.objectives), quality, cost, png, html
+        )
+        report["plots"] = {"png": str(png), "html": str(html)}
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    _print_front(report)
+    if plot is not None:
+        _console().print(f"plots: {report['plots']['png']}, {report['plots']['html']}")
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    study: StudyArg,
+    out: Annotated[Path, typer.Option(help="Artifact folder to write.")],
+    trial: Annotated[int | None, typer.Option(help="Trial number to export.")] = None,
+    pick: Annotated[
+        str | None, typer.Option(help="'knee' or 'best:<metric>' on the Pareto front.")
+    ] = None,
+    finetune_steps: Annotated[
+        int, typer.Option(help="Final quantisation-aware distillation steps.")
+    ] = 0,
+    storage: StorageOpt = None,
+) -> None:
+    """Rebuild a trial's candidate, optionally fine-tune it, and write a compact artifact."""
+    from gansearch.errors import GansearchError
+
+    if (trial is None) == (pick is None):
+        raise GansearchError("give exactly one of `--trial N` or `--pick knee|best:<metric>`")
+    if finetune_steps < 0:
+        raise GansearchError(f"`--finetune-steps` must be >= 0, got {finetune_steps}")
+    from gansearch.study import export_trial
+
+    result = export_trial(
+        study, out, trial=trial, pick=pick, finetune_steps=finetune_steps, storage=storage
+    )
+    from rich.table import Table
+
+    table = Table(title=f"trial {result['trial']} -> {result['artifact']}")
+    for column in ("metric", "trial", "artifact"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+    for name, value in result["artifact_metrics"].items():
+        table.add_row(
+            name, _format_value(name, result["trial_metrics"].get(name)), _format_value(name, value)
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"wrote {result['artifact']} ({', '.join(result['files'])})")
+
+
+@app.command()
+@user_errors
+def dashboard(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+) -> None:
+    """Open optuna-dashboard on the study's storage."""
+    from gansearch.config import load_study
+    from gansearch.errors import GansearchError
+    from gansearch.study import default_storage, open_study
+
+    config = load_study(study)
+    url = storage or config.search.storage or default_storage(config)
+    open_study(config, url, create=False)  # one clear line if the study does not exist
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise GansearchError(
+            "optuna-dashboard is not installed; pip install optuna-dashboard"
+        ) from None
+    _console().print(f"optuna-dashboard for {config.name} ({url}) at http://{host}:{port}")
+    run_server(url, host=host, port=port)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -105,3 +105,11 @@ def evaluate_teacher(benchmark: Benchmark, config: StudyConfig) -> Score:
     """Score the study's teacher (teacher-fidelity metrics are trivially exact and omitted)."""
     scorer = prepare_scorer(benchmark, config, teacher_fidelity=False)
     return scorer.score(benchmark.teacher.to(config.device))
+
+
+def evaluate_artifact(benchmark: Benchmark, config: StudyConfig, artifact: Path) -> Score:
+    """Score an exported artifact (loaded without pickle) against the study's teacher."""
+    from gansearch.compress.export import load
+
+    model = load(artifact)
+    return prepare_scorer(benchmark, config).score(model.to(config.device))

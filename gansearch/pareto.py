@@ -201,6 +201,7 @@ def write_plots(
         if p.label not in {"dominated", "infeasible"}:
             axes.scatter([p.cost], [p.quality], marker="*", s=140, zorder=3, label=p.label)
     axes.set_xscale("log")
+    axes.set_yscale("log")
     axes.set_xlabel(f"{cost} ({METRICS[cost].direction[:3]})")
     axes.set_ylabel(f"{quality} ({METRICS[quality].direction[:3]})")
     axes.set_title(f"{study.study_name}: {len(points)} trials, {len(front)} on the front")
@@ -234,3 +235,61 @@ def write_plots(
         title=study.study_name, xaxis_title=cost, yaxis_title=quality, xaxis_type="log"
     )
     fig.write_html(str(path_html), include_plotlyjs=True)
+
+
+def pick(
+    front: Sequence[FrontPoint], how: str, objectives: Sequence[str], teacher: Mapping[str, float]
+) -> FrontPoint:
+    """``"knee"`` or ``"best:<metric>"``."""
+    if how == "knee":
+        return knee(front, objectives, teacher)
+    if how.startswith("best:"):
+        return best(front, how.removeprefix("best:"))
+    raise ValueError(f"`--pick` must be 'knee' or 'best:<metric>', got {how!r}")
+
+
+def _ratio(teacher: float | None, value: float | None) -> float | None:
+    if teacher is None or value is None or value == 0:
+        return None
+    return teacher / value
+
+
+def pareto_report(study: Any, objectives: Sequence[str]) -> dict[str, Any]:
+    """Everything ``gansearch pareto`` shows, as JSON-ready data."""
+    teacher = study.user_attrs.get("teacher_metrics") or {}
+    front = pareto_front(study, objectives)
+    quality = next((n for n in objectives if METRICS[n].kind == "quality"), "fid")
+    rows = []
+    for point in front:
+        metrics = point.metrics
+        rows.append(
+            {
+                "trial": point.number,
+                "quality_metric": quality,
+                "quality": metrics.get(quality),
+                "quality_spread": point.spread.get(quality),
+                "stored_bytes": metrics.get("stored_bytes"),
+                "compression": _ratio(teacher.get("stored_bytes"), metrics.get("stored_bytes")),
+                "macs": metrics.get("macs"),
+                "macs_reduction": _ratio(teacher.get("macs"), metrics.get("macs")),
+                "latency_ms": metrics.get("latency_ms"),
+                "latency_speedup": _ratio(teacher.get("latency_ms"), metrics.get("latency_ms")),
+                "objectives": dict(zip(objectives, point.values, strict=True)),
+            }
+        )
+    reference = reference_point(objectives)
+    return {
+        "study": study.study_name,
+        "objectives": list(objectives),
+        "constraints": study.user_attrs.get("constraints", []),
+        "teacher": teacher,
+        "trials": len(study.get_trials(deepcopy=False)),
+        "front": rows,
+        "hypervolume": hypervolume([p.values for p in front], objectives, teacher)
+        if teacher
+        else None,
+        "reference_point": {
+            "space": "objective / teacher, as losses (maximised metrics negated)",
+            "values": dict(zip(objectives, reference.tolist(), strict=True)),
+        },
+    }

@@ -273,7 +273,11 @@ def run_loop(
         trial = recorder.start(
             proposal.params, {**mask_attrs(proposal.params), **(attrs(proposal) if attrs else {})}
         )
-        result = evaluate(proposal.params)
+        try:
+            result = evaluate(proposal.params)
+        except KeyboardInterrupt:  # Ctrl-C: leave storage consistent, then stop
+            recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
+            raise
         recorder.finish(trial, result)
         outcome = Failure(result.failure) if result.failure is not None else result.values
         strategy.tell(proposal, outcome, result.constraints or None)
@@ -415,3 +419,118 @@ def run_study(
         recovered,
         time.monotonic() - started,
     )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def write_sample_grid(path: Path, teacher_images: Any, student_images: Any) -> None:
+    """A PNG grid: teacher samples on top, the student's on the same latents below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = teacher_images.shape[0]
+    figure, axes = plt.subplots(2, n, figsize=(n * 0.8, 2.0), squeeze=False)
+    for row, images in enumerate((teacher_images, student_images)):
+        for column in range(n):
+            image = images[column].detach().float().cpu()
+            image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+            axes[row][column].imshow((image.clamp(-1, 1) + 1) / 2, cmap="gray", vmin=0, vmax=1)
+            axes[row][column].axis("off")
+    axes[0][0].set_title("teacher", fontsize=7, loc="left")
+    axes[1][0].set_title("student", fontsize=7, loc="left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def choose_trial(
+    study: Any, objectives: tuple[str, ...], *, trial: int | None, pick: str | None
+) -> Any:
+    """The COMPLETE trial named by number, or picked on the feasible Pareto front."""
+    from optuna.trial import TrialState
+
+    from gansearch.pareto import pareto_front
+    from gansearch.pareto import pick as pick_point
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if trial is None:
+        front = pareto_front(study, objectives)
+        if not front:
+            raise GansearchError(
+                "the Pareto front is empty (no feasible completed trial); run more trials"
+            )
+        try:
+            trial = pick_point(
+                front, pick or "knee", objectives, study.user_attrs["teacher_metrics"]
+            ).number
+        except ValueError as error:
+            raise GansearchError(str(error)) from None
+    chosen = trials.get(trial)
+    if chosen is None:
+        raise GansearchError(
+            f"no trial {trial} in study {study.study_name!r} (it has {len(trials)})"
+        )
+    if chosen.state != TrialState.COMPLETE:
+        reason = chosen.user_attrs.get("fail_reason", chosen.state.name)
+        raise GansearchError(
+            f"trial {trial} is {chosen.state.name} ({reason}); pick a COMPLETE trial"
+        )
+    return chosen
+
+
+def export_trial(
+    study_file: str | Path | StudyConfig,
+    out: str | Path,
+    *,
+    trial: int | None = None,
+    pick: str | None = None,
+    finetune_steps: int = 0,
+    storage: str | None = None,
+    evaluator: Any | None = None,
+) -> dict[str, Any]:
+    """Rebuild a trial's candidate, optionally distil it, export it, and re-measure the artifact.
+
+    Writes the artifact (``weights.safetensors``, ``manifest.json``, ``model.onnx``) plus
+    ``samples.png`` (teacher and student on the same latents) into ``out``.
+    """
+    from gansearch.candidates import CandidateEvaluator
+    from gansearch.compress.export import export, load
+    from gansearch.config import load_study
+
+    config = study_file if isinstance(study_file, StudyConfig) else load_study(study_file)
+    study = open_study(config, storage, create=False)
+    chosen = choose_trial(study, config.objectives, trial=trial, pick=pick)
+    if evaluator is None:
+        evaluator = CandidateEvaluator(config)
+    compressed = evaluator.compressed_from_json(
+        chosen.user_attrs["plan"], finetune_steps=finetune_steps
+    )
+    in_memory = evaluator.scorer.score(compressed)
+    path = export(
+        compressed,
+        Path(out),
+        metrics={
+            "trial": chosen.number,
+            "finetune_steps": finetune_steps,
+            **_finite_or_none(in_memory.values),
+        },
+        example_input=evaluator.example[:1],
+    )
+    loaded = load(path)
+    artifact = evaluator.scorer.score(loaded)
+    write_sample_grid(
+        path / "samples.png",
+        evaluator.samples(evaluator.teacher, 12),
+        evaluator.samples(loaded, 12),
+    )
+    return {
+        "trial": chosen.number,
+        "artifact": str(path),
+        "files": sorted(p.name for p in path.iterdir()),
+        "trial_metrics": chosen.user_attrs.get("metrics", {}),
+        "artifact_metrics": _finite_or_none(artifact.values),
+        "artifact_spread": _finite_or_none(artifact.spread),
+    }

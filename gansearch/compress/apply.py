@@ -242,6 +242,14 @@ class CompressedGenerator(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
 
+    def deployment_module(self) -> nn.Module:
+        """The network this candidate deploys as (and is timed as): a new eval-mode copy
+        with weights dequantised and BatchNorm folded; see
+        :func:`~gansearch.compress.deploy.deployment_copy`."""
+        from gansearch.compress.deploy import deployment_copy
+
+        return deployment_copy(self.module)
+
     def stored_nbytes(self) -> int:
         """Exact bytes of :func:`encoded_state` (what an exporter writes)."""
         return sum(t.numel() * t.element_size() for t in encoded_state(self).values())

@@ -7,8 +7,9 @@ An artifact is a directory (written atomically, never half-present at its path):
   low-rank factors, scales, biases and norm tensors in the plan's ``norm_dtype``,
   activation ranges. Its payload size is
   :meth:`~gansearch.compress.apply.CompressedGenerator.stored_nbytes`.
-* ``model.onnx`` - the dequantised generator as a plain float graph for deployment
-  (weight encodings baked into ordinary weights; activation quantisers kept as
+* ``model.onnx`` - the generator's deployment form as a plain float graph
+  (:func:`~gansearch.compress.deploy.deployment_copy`: weight encodings baked into
+  ordinary weights, BatchNorm folded into convolutions; activation quantisers kept as
   round/clamp ops), legacy TorchScript-based exporter, opset 17, dynamic batch axis.
 * ``manifest.json`` - everything needed to rebuild the generator without pickle:
 
@@ -291,8 +292,10 @@ def _structure_key(structure: GeneratorStructure) -> str:
 
 
 def _export_onnx(module: nn.Module, example: Tensor, destination: Path) -> None:
-    """Write the dequantised module as a plain float ONNX graph (weights baked)."""
-    baked = dequantized_copy(module)
+    """Write the deployment form (weights baked, BatchNorm folded) as a float ONNX graph."""
+    from gansearch.compress.deploy import deployment_copy  # deploy imports this module
+
+    baked = deployment_copy(module)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
