@@ -169,6 +169,16 @@ def _reject_unknown_keys(data: Mapping[str, Any], known: tuple[str, ...], where:
         )
 
 
+def check_width(group: str, width: object, num_channels: int) -> None:
+    """An OFA width must be an int in ``1..num_channels``."""
+    if isinstance(width, bool) or not isinstance(width, int):
+        raise InvalidPlanError(f"group '{group}': width must be an int, but got {width!r}.")
+    if not 1 <= width <= num_channels:
+        raise InvalidPlanError(
+            f"group '{group}': `1 <= width <= {num_channels}` must hold, but got {width=}."
+        )
+
+
 def validate(plan: CompressionPlan, structure: GeneratorStructure) -> None:
     """Check that ``plan`` fits the generator described by ``structure``.
 
@@ -220,13 +230,7 @@ def validate(plan: CompressionPlan, structure: GeneratorStructure) -> None:
                 raise InvalidPlanError(
                     f"group '{name}': unknown group in widths; known groups are {sorted(groups)}."
                 )
-            if isinstance(width, bool) or not isinstance(width, int):
-                raise InvalidPlanError(f"group '{name}': width must be an int, but got {width!r}.")
-            if not 1 <= width <= group.num_channels:
-                raise InvalidPlanError(
-                    f"group '{name}': `1 <= width <= {group.num_channels}` must hold, "
-                    f"but got {width=}."
-                )
+            check_width(name, width, group.num_channels)
 
     kept = _kept_channels(plan, structure)
     layers = {layer.name: layer for layer in structure.layers}

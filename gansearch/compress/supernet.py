@@ -58,7 +58,7 @@ from gansearch.compress.distill import (
     real_batches,
 )
 from gansearch.compress.groups import OUT, GeneratorStructure
-from gansearch.compress.plan import InvalidPlanError
+from gansearch.compress.plan import InvalidPlanError, check_width
 from gansearch.compress.prune import channel_importance, magnitude_masks, prune_channels
 from gansearch.config import SupernetConfig
 from gansearch.errors import CheckpointError, GansearchError
@@ -139,13 +139,7 @@ class Supernet:
         masks = {}
         for name, group in groups.items():
             width = widths.get(name, group.num_channels)
-            if isinstance(width, bool) or not isinstance(width, int):
-                raise InvalidPlanError(f"group '{name}': width must be an int, but got {width!r}.")
-            if not 1 <= width <= group.num_channels:
-                raise InvalidPlanError(
-                    f"group '{name}': `1 <= width <= {group.num_channels}` must hold, "
-                    f"but got {width=}."
-                )
+            check_width(name, width, group.num_channels)
             kept = set(self.order[name][:width])
             masks[name] = tuple(i in kept for i in range(group.num_channels))
         return masks
