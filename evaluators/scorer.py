@@ -182,10 +182,17 @@ class Scorer:
         return values
 
     def cost(self, generator: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
-        """Cost metrics per sample, and the latency spread (IQR)."""
+        """Cost metrics per sample, and the latency spread (IQR).
+
+        Latency is timed on ``generator.deployment_module()`` when the generator has that
+        method (e.g. a compressed generator, whose deployment form has its weights baked
+        and BatchNorm folded); the other metrics are counted on ``generator`` itself.
+        """
         example = self.example_input()
+        deployment_module = getattr(generator, "deployment_module", None)
+        timed = deployment_module() if callable(deployment_module) else generator
         latency = cost.measure_latency(
-            generator,
+            timed,
             example,
             runs=self.protocol.latency_runs,
             warmup=self.protocol.latency_warmup,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,15 @@ class CandidateEvaluator:
         self.example = self.benchmark.example_input(2)
         self.space = JointSpace.from_generator(self.teacher, config.space, self.example)
         self.scorer = prepare_scorer(self.benchmark, config)
-        self.teacher_score: Score = self.scorer.score(self.teacher)
+        # The teacher is scored like every candidate (identity plan), so its latency is
+        # also timed on the deployment form and ratios to it compare like with like.
+        identity = apply_plan(
+            self.teacher,
+            CompressionPlan.identity(self.space.structure),
+            self.example,
+            structure=self.space.structure,
+        )
+        self.teacher_score: Score = self.scorer.score(identity)
         self.constraints = tuple(Constraint.parse(text) for text in config.search.constraints)
         self.calibration = calibration_latents(
             self.benchmark.latent_shape, CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE, config.seed
@@ -173,3 +182,20 @@ class CandidateEvaluator:
     @torch.no_grad()
     def samples(self, model: nn.Module, n: int = 32, seed: int = 1234) -> torch.Tensor:
         return model.eval()(self.benchmark.latents(n, seed))
+
+
+@dataclass(frozen=True)
+class WorkerEvaluate:
+    """A picklable factory a Ray worker calls once: a :class:`CandidateEvaluator`'s ``evaluate``.
+
+    ``torch_threads`` caps torch's intra-op threads in the worker (its CPU share), so that
+    several workers on one machine do not oversubscribe its cores.
+    """
+
+    config: StudyConfig
+    torch_threads: int | None = None
+
+    def __call__(self) -> Callable[[Mapping[str, Any]], CandidateResult]:
+        if self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)
+        return CandidateEvaluator(self.config).evaluate

@@ -608,6 +608,7 @@ def bench_search(
 # --------------------------------------------------------------------------- the search
 
 STRATEGIES = ("optuna", "deap", "hybrid")
+ENGINES = ("local", "ray")
 StorageOpt = Annotated[
     str | None,
     typer.Option(
@@ -675,6 +676,23 @@ def run(
     strategy: Annotated[str | None, typer.Option(help="optuna, deap or hybrid.")] = None,
     storage: StorageOpt = None,
     seed: Annotated[int | None, typer.Option(help="Strategy seed (default: the study's).")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Where candidates run: local (in this process) or ray (default: the study's)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Ray workers, i.e. candidates in flight (default: the study's)."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+            "(default: start a private local Ray and stop it at the end)."
+        ),
+    ] = None,
 ) -> None:
     """Run or continue a search study; ends by printing the Pareto front."""
     from gansearch.config import load_study
@@ -685,6 +703,12 @@ def run(
         raise GansearchError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     if trials is not None and trials < 1:
         raise GansearchError(f"`--trials` must be at least 1, got {trials}")
+    if engine is not None and engine not in ENGINES:
+        raise GansearchError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    if workers is not None and workers < 1:
+        raise GansearchError(f"`--workers` must be at least 1, got {workers}")
+    if (workers is not None or address is not None) and (engine or config.search.engine) != "ray":
+        raise GansearchError("`--workers` and `--address` need `--engine ray`")
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -742,6 +766,9 @@ def run(
             strategy=strategy,
             storage=storage,
             seed=seed,
+            engine=engine,
+            workers=workers,
+            address=address,
             on_start=on_start,
             on_result=on_result,
         )

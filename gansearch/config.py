@@ -158,6 +158,13 @@ class SupernetConfig(_Section):
         return tuple(sorted(ratios))
 
 
+class WorkerResources(_Section):
+    """What one Ray worker (one candidate in flight) reserves: CPUs and optionally a GPU."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
 class SearchConfig(_Section):
     """How the joint search runs: strategy, budget and feasibility constraints.
 
@@ -165,6 +172,13 @@ class SearchConfig(_Section):
     ``["fid <= 1.10 * teacher", "stored_bytes <= 64KB"]``; only feasible trials are on
     the Pareto front. ``finetune_steps`` > 0 distils each candidate briefly before
     scoring (with the study's ``distill`` losses).
+
+    Where candidates run: ``engine: local`` (default) evaluates them one at a time in this
+    process; ``engine: ray`` on ``workers`` Ray actors, each reserving ``resources``, on a
+    private local Ray (``address`` unset) or a running cluster (``auto``, ``HOST:PORT``,
+    ``ray://HOST:PORT``). With Ray, a candidate running longer than ``candidate_timeout``
+    seconds fails (its worker is replaced), and one whose worker process dies is re-run up
+    to ``max_retries`` times before it fails.
     """
 
     strategy: Literal["optuna", "deap", "hybrid"] = "hybrid"
@@ -178,6 +192,12 @@ class SearchConfig(_Section):
     finetune_steps: int = Field(0, ge=0)
     storage: str | None = None
     enqueue_reference_plans: bool = True
+    engine: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1)
+    address: str | None = None
+    resources: WorkerResources = WorkerResources()
+    candidate_timeout: float | None = Field(None, gt=0)
+    max_retries: int = Field(1, ge=0)
 
     @field_validator("constraints")
     @classmethod

@@ -19,6 +19,7 @@ re-propose them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -249,7 +250,7 @@ def run_loop(
     study: Any,
     genes: Any,
     strategy: Any,
-    evaluate: Evaluate,
+    evaluate: Evaluate | Any,
     *,
     budget: int,
     timeout: float | None,
@@ -257,35 +258,64 @@ def run_loop(
     on_result: Callable[[CandidateResult, Any], None] | None = None,
     attrs: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> int:
-    """Evaluate proposals serially until ``budget`` trials are finished in storage.
+    """Evaluate proposals until ``budget`` trials are finished in storage.
+
+    ``evaluate`` is either a function (evaluated serially here) or an engine of
+    :mod:`gansearch.search.engines` with ``slots`` candidates in flight. Each proposal
+    becomes a RUNNING Optuna trial when it is handed to the engine, and is told to the
+    storage and then to the strategy as soon as its result comes back, in completion
+    order (with several slots, later proposals therefore depend on which results were
+    back when they were asked, as each strategy documents). After every result the
+    strategy's state is saved atomically. Any interruption (Ctrl-C, an engine error)
+    marks the trials in flight FAIL with reason :data:`INTERRUPTED` before it propagates,
+    so the storage never keeps RUNNING trials and a re-run re-proposes them.
 
     Returns the number of candidates evaluated by this call.
     """
     from gansearch.search.base import Failure
+    from gansearch.search.engines import LocalEngine
 
+    engine = evaluate if hasattr(evaluate, "submit") else LocalEngine(evaluate=evaluate)
     recorder = TrialRecorder(study, genes)
     start = time.monotonic()
     evaluated = 0
-    while len(finished_trials(study)) < budget:
-        if timeout is not None and time.monotonic() - start >= timeout:
-            break
-        proposal = strategy.ask()
-        trial = recorder.start(
-            proposal.params, {**mask_attrs(proposal.params), **(attrs(proposal) if attrs else {})}
-        )
-        try:
-            result = evaluate(proposal.params)
-        except KeyboardInterrupt:  # Ctrl-C: leave storage consistent, then stop
+    in_flight: dict[int, tuple[Any, Any]] = {}  # trial number -> (proposal, trial)
+    try:
+        while True:
+            while len(in_flight) < engine.slots and (
+                len(finished_trials(study)) + len(in_flight) < budget
+                and (timeout is None or time.monotonic() - start < timeout)
+            ):
+                proposal = strategy.ask()
+                trial = recorder.start(
+                    proposal.params,
+                    {**mask_attrs(proposal.params), **(attrs(proposal) if attrs else {})},
+                )
+                in_flight[trial.number] = (proposal, trial)
+                engine.submit(trial.number, proposal.params)
+            if not in_flight:
+                break
+            done = engine.wait()
+            proposal, trial = in_flight[done.ticket]
+            result = done.result
+            if isinstance(result, Failure):  # what the engine saw: dead worker, timeout, OOM
+                result = CandidateResult("{}", failure=result.reason)
+            if done.attempts > 1:
+                trial.set_user_attr("attempts", done.attempts)
+            recorder.finish(trial, result)
+            del in_flight[done.ticket]
+            outcome = Failure(result.failure) if result.failure is not None else result.values
+            strategy.tell(proposal, outcome, result.constraints or None)
+            if hasattr(strategy, "state_dict"):
+                write_json_atomic(state_path, strategy.state_dict())
+            evaluated += 1
+            if on_result is not None:
+                on_result(result, trial)
+    except BaseException:  # Ctrl-C or an engine error: leave storage consistent, then stop
+        engine.cancel()
+        for _, trial in in_flight.values():
             recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
-            raise
-        recorder.finish(trial, result)
-        outcome = Failure(result.failure) if result.failure is not None else result.values
-        strategy.tell(proposal, outcome, result.constraints or None)
-        if hasattr(strategy, "state_dict"):
-            write_json_atomic(state_path, strategy.state_dict())
-        evaluated += 1
-        if on_result is not None:
-            on_result(result, trial)
+        raise
     return evaluated
 
 
@@ -332,6 +362,9 @@ def run_study(
     storage: str | None = None,
     seed: int | None = None,
     evaluator: Any | None = None,
+    engine: str | None = None,
+    workers: int | None = None,
+    address: str | None = None,
     on_start: Callable[[Any, Any], None] | None = None,
     on_result: Callable[[CandidateResult, Any], None] | None = None,
 ) -> RunSummary:
@@ -341,14 +374,14 @@ def run_study(
         config: the study file.
         trials, timeout, strategy, storage, seed: override the study file's values.
         evaluator: a ready :class:`~gansearch.candidates.CandidateEvaluator` (tests reuse one).
+            With the Ray engine it only supplies the space and the teacher's metrics; the
+            workers build their own.
+        engine, workers, address: override ``search.engine`` / ``.workers`` / ``.address``.
         on_start: called with ``(study, evaluator)`` once everything is loaded.
         on_result: called with ``(result, trial)`` after every candidate.
     """
     from gansearch.candidates import CandidateEvaluator
-    from gansearch.evaluators.objectives import directions
-    from gansearch.search.base import genome_key
-    from gansearch.search.registry import make_strategy
-    from gansearch.spaces.joint import reference_params
+    from gansearch.search.engines import LocalEngine
 
     started = time.monotonic()
     name = strategy or config.search.strategy
@@ -357,8 +390,71 @@ def run_study(
     timeout = timeout if timeout is not None else config.search.timeout
     url = storage or config.search.storage or default_storage(config)
     study = open_study(config, url)
-    if evaluator is None:
-        evaluator = CandidateEvaluator(config)
+    ray = _ray_engine(config, engine, workers, address)  # workers start loading now
+    with ray if ray is not None else contextlib.nullcontext():
+        if evaluator is None:
+            evaluator = CandidateEvaluator(config)
+        where = ray if ray is not None else LocalEngine(evaluate=evaluator.evaluate)
+        return _run_with(
+            config,
+            study,
+            url,
+            evaluator,
+            where,
+            name,
+            seed,
+            budget,
+            timeout,
+            started,
+            on_start,
+            on_result,
+        )
+
+
+def _ray_engine(
+    config: StudyConfig, engine: str | None, workers: int | None, address: str | None
+) -> Any | None:
+    """The Ray engine of this run, or ``None`` for the local one (the controller's evaluator)."""
+    from gansearch.search.engines import EngineError, RayEngine
+
+    search = config.search
+    name = engine or search.engine
+    if name == "local":
+        return None
+    if name != "ray":
+        raise EngineError(f"unknown engine {name!r}; known: local, ray")
+    from gansearch.candidates import WorkerEvaluate
+
+    return RayEngine(
+        WorkerEvaluate(config, torch_threads=max(1, int(search.resources.cpus))),
+        workers=workers if workers is not None else search.workers,
+        address=address if address is not None else search.address,
+        cpus=search.resources.cpus,
+        gpus=search.resources.gpus,
+        timeout=search.candidate_timeout,
+        max_retries=search.max_retries,
+    )
+
+
+def _run_with(
+    config: StudyConfig,
+    study: Any,
+    url: str,
+    evaluator: Any,
+    engine: Any,
+    name: str,
+    seed: int,
+    budget: int,
+    timeout: float | None,
+    started: float,
+    on_start: Callable[[Any, Any], None] | None,
+    on_result: Callable[[CandidateResult, Any], None] | None,
+) -> RunSummary:
+    from gansearch.evaluators.objectives import directions
+    from gansearch.search.base import genome_key
+    from gansearch.search.registry import make_strategy
+    from gansearch.spaces.joint import reference_params
+
     recovered = recover_interrupted(study)
     study.set_user_attr("teacher_metrics", _finite_or_none(evaluator.teacher_score.values))
     study.set_user_attr("objectives", list(config.objectives))
@@ -375,7 +471,13 @@ def run_study(
         raise GansearchError(f"cannot create strategy {name!r}: {error}") from None
     saved = state_path(config, name, seed)
     if saved.is_file() and hasattr(search, "load_state_dict"):
-        search.load_state_dict(json.loads(saved.read_text()))
+        try:
+            search.load_state_dict(json.loads(saved.read_text()))
+        except (ValueError, KeyError, TypeError) as error:
+            raise GansearchError(
+                f"the saved {name} state {saved} does not fit this study ({error}); "
+                "use the settings it was saved with, or delete the file to restart the strategy"
+            ) from None
     elif (
         not finished_trials(study)
         and config.search.enqueue_reference_plans
@@ -391,7 +493,7 @@ def run_study(
         study,
         evaluator.space.genes,
         search,
-        evaluator.evaluate,
+        engine,
         budget=budget,
         timeout=timeout,
         state_path=saved,

@@ -43,3 +43,15 @@ def _isolated_cache(
 ) -> None:
     """Reference-feature caches of tests never touch the user's ~/.cache."""
     monkeypatch.setenv("GANSEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "gansearch-cache"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one torch thread: on a 2-core machine, thread start-up
+    dominates their convolutions. Modules opt in with ``pytestmark``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -42,13 +42,7 @@ from tests.toy_models import ToyGenerator, toy_generator
 ENCODINGS = ("float16", "int8", "int4", "int2", "binary", "ternary", "codebook16")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions are dominated by thread start-up on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ReshapeFriendlyToy(ToyGenerator):

@@ -19,12 +19,7 @@ DCGAN_INPUT = torch.randn(8, 64, 1, 1, generator=torch.Generator().manual_seed(2
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _with_running_stats(model: nn.Module, seed: int = 0) -> nn.Module:

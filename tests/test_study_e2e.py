@@ -67,6 +67,9 @@ def test_run_pareto_export_load(run_cli, tmp_path: Path) -> None:
     # the teacher itself is enqueued first, so the front is never empty
     assert trials[0]["plan"] and json.loads(trials[0]["plan"])
 
+    listed = run_cli("studies", "--root", str(tmp_path))
+    assert listed.returncode == 0 and "e2e" in listed.stdout
+
     pareto = run_cli("pareto", str(study), "--json", "--plot", str(tmp_path / "front"))
     assert pareto.returncode == 0, pareto.stderr
     report = json.loads(pareto.stdout)
@@ -174,5 +177,11 @@ def test_bad_search_section_is_one_line(run_cli, tmp_path: Path) -> None:
 
 def test_pareto_of_a_study_never_run_is_one_line(run_cli, tmp_path: Path) -> None:
     result = run_cli("pareto", str(_study(tmp_path, name="never")))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "run `gansearch run` first" in result.stderr
+
+
+def test_dashboard_of_a_study_never_run_is_one_line(run_cli, tmp_path: Path) -> None:
+    result = run_cli("dashboard", str(_study(tmp_path, name="nodash")))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "run `gansearch run` first" in result.stderr

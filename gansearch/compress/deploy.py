@@ -53,6 +53,7 @@ nothing unless ``fold_before_quantizers=True``.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -166,9 +167,7 @@ def _analyse(model: nn.Module, fold_before_quantizers: bool) -> _Graph:
             warnings.simplefilter("ignore")
             graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - any untraceable forward falls back to the safe rule
-        quantized = any(
-            isinstance(m, ActivationQuantizer) and m.bits < 32 for m in model.modules()
-        )
+        quantized = any(isinstance(m, ActivationQuantizer) and m.bits < 32 for m in model.modules())
         return _Graph(
             pairs=_pairs_from_sequentials(model),
             feeds_quantizer=frozenset(),
@@ -229,7 +228,7 @@ def _pairs_from_sequentials(model: nn.Module) -> list[tuple[str, str]]:
             continue
         prefix = f"{name}." if name else ""
         children = list(module.named_children())
-        for (first_name, first), (second_name, second) in zip(children, children[1:]):
+        for (first_name, first), (second_name, second) in itertools.pairwise(children):
             if not isinstance(second, nn.modules.batchnorm._BatchNorm):
                 continue
             conv_name = f"{prefix}{first_name}"

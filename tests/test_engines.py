@@ -1,0 +1,237 @@
+"""Engines: the same study on `local` and on a real local Ray (2 CPUs), and its faults.
+
+Each Ray test starts (and stops) its own private Ray, as `gansearch run --engine ray` does;
+every test checks that no Ray process it started outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_study_e2e import ROOT, _study, _trials
+
+RAY_PROCESS_NAMES = ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # gone meanwhile
+        return ""
+
+
+def _ray_pids() -> set[int]:
+    """Processes that look like Ray's (what `pgrep -f raylet` and friends would find)."""
+    pids = {int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+    return {
+        pid
+        for pid in pids - {os.getpid()}
+        if any(name in _cmdline(pid) for name in RAY_PROCESS_NAMES)
+    }
+
+
+@pytest.fixture
+def no_ray_left():
+    """Fail if Ray processes started during the test are still alive shortly after it."""
+    before = _ray_pids()
+    yield
+    deadline = time.monotonic() + 15
+    while (left := _ray_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"Ray processes left over: {[_cmdline(pid)[:80] for pid in left]}"
+
+
+def _counted(trials: list[dict]) -> list[dict]:
+    return [
+        t
+        for t in trials
+        if t["state"] in {"COMPLETE", "FAIL"} and not (t["reason"] or "").startswith("interrupted")
+    ]
+
+
+# --------------------------------------------------------------------------- the engine alone
+
+TOY_STEP = 0.05
+
+
+def _toy_evaluate(params: dict) -> float:
+    """A stand-in evaluator: sleeps, exits the worker process, or doubles ``x``."""
+    if params.get("exit"):
+        os._exit(1)
+    time.sleep(params.get("sleep", TOY_STEP))
+    return 2 * params["x"]
+
+
+def _toy_factory():
+    return _toy_evaluate
+
+
+@pytest.fixture
+def toy_engine(no_ray_left):
+    """A Ray engine on 2 workers whose evaluator is a plain function (no torch)."""
+    import ray.cloudpickle
+
+    from gansearch.search.engines import RayEngine
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    engine = RayEngine(_toy_factory, workers=2, timeout=2.0, max_retries=1)
+    yield engine
+    engine.close()
+
+
+def test_ray_engine_timeout_and_dead_workers_become_failures(toy_engine) -> None:
+    from gansearch.search.base import Failure
+
+    toy_engine.submit("slow", {"x": 1, "sleep": 30})
+    toy_engine.submit("dies", {"x": 2, "exit": True})
+    toy_engine.submit("fine", {"x": 3})
+    done = {}
+    for _ in range(3):
+        finished = toy_engine.wait()
+        done[finished.ticket] = finished
+    assert done["fine"].result == 6 and done["fine"].attempts == 1
+    assert done["slow"].result == Failure("timeout after 2 s")
+    dies = done["dies"]  # its worker died twice: retried once (max_retries=1), then failed
+    assert isinstance(dies.result, Failure) and dies.attempts == 2
+    assert dies.result.reason.startswith("worker died 2 time(s)")
+    toy_engine.submit("after", {"x": 4})  # replacement workers keep serving
+    assert toy_engine.wait().result == 8
+    assert len(toy_engine.pids) >= 4  # two originals and their replacements
+
+
+def test_ray_engine_cancel_returns_what_was_in_flight(toy_engine) -> None:
+    for ticket in range(3):
+        toy_engine.submit(ticket, {"x": ticket, "sleep": 30})
+    time.sleep(0.5)
+    assert sorted(toy_engine.cancel()) == [0, 1, 2]
+
+
+def test_unreachable_address_is_one_line_and_fast(run_cli, tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_cli(
+        "run", str(_study(tmp_path)), "--engine", "ray", "--address", "ray://127.0.0.1:1"
+    )
+    assert time.monotonic() - started < 20  # CLI start-up included; the connect gives up in 3 s
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "cannot reach a Ray cluster at ray://127.0.0.1:1" in result.stderr
+
+
+# --------------------------------------------------------------------------- whole studies
+
+
+def test_ray_study_with_two_workers_completes(run_cli, tmp_path: Path, no_ray_left) -> None:
+    study = _study(tmp_path, name="ray2")
+    result = run_cli("run", str(study), "--engine", "ray", "--workers", "2", timeout=400)
+    assert result.returncode == 0, result.stderr
+    trials = _trials(tmp_path / "ray2" / "study.db")
+    assert len(trials) == 6 and all(t["state"] in {"COMPLETE", "FAIL"} for t in trials)
+    assert sum(t["state"] == "COMPLETE" for t in trials) >= 4
+    assert all(t["plan"] for t in trials)
+
+
+def _run_in_process(path: Path, **options: object) -> list[dict]:
+    import torch
+
+    from gansearch.config import load_study
+    from gansearch.study import run_study
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray worker does, so that the numbers match bit for bit
+    try:
+        run_study(load_study(path), **options)
+    finally:
+        torch.set_num_threads(threads)
+    return _trials(path.parent / path.stem / "study.db")
+
+
+def test_local_and_ray_with_one_worker_give_the_same_trials(tmp_path: Path, no_ray_left) -> None:
+    local = _run_in_process(_study(tmp_path, name="local", strategy="deap"))
+    ray = _run_in_process(_study(tmp_path, name="ray", strategy="deap"), engine="ray", workers=1)
+    assert [t["plan"] for t in ray] == [t["plan"] for t in local]
+    assert [t["state"] for t in ray] == [t["state"] for t in local]
+    assert [t["values"] for t in ray] == [t["values"] for t in local]
+
+
+def test_worker_killed_mid_candidate_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_ray_left
+) -> None:
+    from gansearch.search.engines import TEST_WORKER_EXIT_ENV
+
+    monkeypatch.setenv(TEST_WORKER_EXIT_ENV, "2")  # the first worker dies on its 2nd candidate
+    path = _study(tmp_path, name="killed", trials=5)
+    trials = _run_in_process(path, engine="ray", workers=2)
+    assert len(_counted(trials)) == 5 and len(trials) == 5
+    assert sum(t["state"] == "COMPLETE" for t in trials) >= 3
+
+    import optuna
+
+    study = optuna.load_study(
+        study_name="killed", storage=f"sqlite:///{path.parent}/killed/study.db"
+    )
+    assert [t.user_attrs.get("attempts") for t in study.trials].count(2) == 1
+
+
+@pytest.mark.slow
+def test_killed_controller_resumes_with_ray(run_cli, tmp_path: Path, no_ray_left) -> None:
+    study = _study(tmp_path, name="resume", strategy="deap", trials=5)
+    db = tmp_path / "resume" / "study.db"
+    env = {**os.environ, "GANSEARCH_CACHE": str(tmp_path / "cache")}
+    script = Path(sys.executable).with_name("gansearch")
+    process = subprocess.Popen(
+        [str(script), "run", str(study), "--engine", "ray", "--workers", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if db.exists() and sum(t["state"] == "COMPLETE" for t in _trials(db)) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {t["number"]: t for t in _trials(db) if t["state"] == "COMPLETE"}
+    assert len(before) >= 2
+
+    result = run_cli("run", str(study), "--engine", "ray", "--workers", "2", timeout=400)
+    assert result.returncode == 0, result.stderr
+    after = _trials(db)
+    for number, trial in before.items():  # completed trials are kept, never redone
+        assert next(t for t in after if t["number"] == number) == trial
+    assert len(_counted(after)) == 5
+    assert not [t for t in after if t["state"] in {"RUNNING", "WAITING"}]
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_in_flight_trials_interrupted(run_cli, tmp_path: Path, no_ray_left) -> None:
+    study = _study(tmp_path, name="ctrlc", trials=20)
+    db = tmp_path / "ctrlc" / "study.db"
+    env = {**os.environ, "GANSEARCH_CACHE": str(tmp_path / "cache")}
+    script = Path(sys.executable).with_name("gansearch")
+    process = subprocess.Popen(
+        [str(script), "run", str(study), "--engine", "ray", "--workers", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if db.exists() and sum(t["state"] == "COMPLETE" for t in _trials(db)) >= 1:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "Traceback" not in stderr
+    trials = _trials(db)
+    assert not [t for t in trials if t["state"] in {"RUNNING", "WAITING"}]
+    assert any((t["reason"] or "").startswith("interrupted") for t in trials)
