@@ -7,19 +7,12 @@ free of torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from gansearch.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _LAZY = {"export": "gansearch.compress.export", "load": "gansearch.compress.export"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

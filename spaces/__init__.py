@@ -8,8 +8,7 @@ package (or ``gansearch.spaces.config``) stays free of torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from gansearch.lazy import lazy_exports
 
 _EXPORTS = {
     "Choice": "genes",
@@ -30,9 +29,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
