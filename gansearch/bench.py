@@ -568,3 +568,168 @@ def bench_search(
             },
         },
     }
+
+
+# --------------------------------------------------------------------------- engines
+
+ENGINE_SPEEDUP_GOAL = 1.7
+ENGINE_OVERHEAD_GOAL = 0.10
+
+
+def _load_average() -> list[float] | None:
+    import os
+
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def bench_engines(
+    study: str | Path,
+    out: str | Path,
+    *,
+    trials: int | None = None,
+    on_result: Callable[[str, int, int], None] | None = None,
+) -> dict[str, object]:
+    """Run one study three ways in one run: local, Ray with 1 worker, Ray with 2 workers.
+
+    Every way runs the same study with a fresh storage, the DEAP strategy and ``trials``
+    no larger than its population, so all three evaluate the same candidates (the first
+    generation does not depend on results or on their order). Torch uses one thread in
+    the local controller and in each Ray worker (``resources.cpus: 1``), so two workers
+    do not oversubscribe two cores.
+
+    Reported: candidates per minute of the search loop (from the first proposal to the
+    last result, start-up excluded), the speedup of 2 workers over 1, Ray's per-candidate
+    overhead (the time 1 Ray worker's loop spends outside evaluations beyond what the local
+    loop spends there) as a fraction of a local evaluation, and start-up costs separately
+    (local: loading the evaluator; Ray: ``ray.init`` and the workers loading theirs).
+    """
+    from gansearch.candidates import CandidateEvaluator, WorkerEvaluate
+    from gansearch.config import load_study
+    from gansearch.errors import GansearchError
+    from gansearch.search.engines import RayEngine
+    from gansearch.study import run_study
+
+    base = load_study(study)
+    budget = trials if trials is not None else base.search.population
+    if not 1 <= budget <= base.search.population:
+        raise GansearchError(
+            f"`trials` must be in [1, population={base.search.population}] so that every "
+            f"engine evaluates the same first generation, got {budget}"
+        )
+    out = Path(out)
+    load_before = _load_average()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    controller: CandidateEvaluator | None = None
+    rows: list[dict[str, object]] = []
+    try:
+        for label, workers in (("local", 0), ("ray-1", 1), ("ray-2", 2)):
+            directory = out / label
+            if (directory / "study.db").exists():
+                raise GansearchError(f"{directory / 'study.db'} exists; pass an empty `--out`")
+            config = base.model_copy(
+                update={
+                    "output_dir": directory,
+                    "search": base.search.model_copy(
+                        update={"storage": None, "strategy": "deap", "trials": budget}
+                    ),
+                }
+            )
+            seconds: list[float] = []
+            plans: list[str] = []
+            loop: dict[str, float] = {}
+
+            def started(_study: object, _evaluator: object, loop: dict = loop) -> None:
+                loop["start"] = time.perf_counter()
+
+            def finished(
+                result: object,
+                trial: object,
+                label: str = label,
+                seconds: list = seconds,
+                plans: list = plans,
+            ) -> None:
+                seconds.append(result.seconds)  # type: ignore[attr-defined]
+                plans.append(result.plan_json)  # type: ignore[attr-defined]
+                if on_result is not None:
+                    on_result(label, len(seconds), budget)
+
+            row: dict[str, object] = {"engine": label, "workers": max(workers, 1)}
+            begin = time.perf_counter()
+            if workers == 0:
+                controller = CandidateEvaluator(config)
+                row["startup_seconds"] = {"load_evaluator": time.perf_counter() - begin}
+                engine: object = "local"
+            else:
+                engine = RayEngine(WorkerEvaluate(config, torch_threads=1), workers=workers)
+                engine.wait_ready()
+                row["startup_seconds"] = {
+                    "ray_init": engine.connect_seconds,
+                    "workers_ready": time.perf_counter() - begin - engine.connect_seconds,
+                    "total": time.perf_counter() - begin,
+                }
+            try:
+                run_study(
+                    config,
+                    evaluator=controller,
+                    engine=engine,
+                    on_start=started,
+                    on_result=finished,
+                )
+            finally:
+                if workers:
+                    engine.close()  # type: ignore[attr-defined]
+            loop_seconds = time.perf_counter() - loop["start"]
+            row.update(
+                candidates=len(seconds),
+                loop_seconds=loop_seconds,
+                candidates_per_minute=60 * len(seconds) / loop_seconds,
+                loop_seconds_per_candidate=loop_seconds / len(seconds),
+                mean_evaluation_seconds=statistics.fmean(seconds),
+                plans=sorted(plans),
+            )
+            rows.append(row)
+    finally:
+        torch.set_num_threads(threads)
+    local, ray1, ray2 = rows
+    speedup = ray2["candidates_per_minute"] / ray1["candidates_per_minute"]
+    for row in rows:  # storage, strategy and dispatch: the loop's time outside evaluations
+        row["outside_evaluation_seconds_per_candidate"] = (
+            row["loop_seconds_per_candidate"] - row["mean_evaluation_seconds"]
+            if row["workers"] == 1
+            else None  # evaluations overlap: the difference means nothing
+        )
+    # Ray's own cost per candidate: what 1 worker spends outside evaluations beyond what the
+    # local loop spends there (robust to evaluations running at different speeds on a
+    # shared machine), relative to a local evaluation.
+    extra = (
+        ray1["outside_evaluation_seconds_per_candidate"]
+        - local["outside_evaluation_seconds_per_candidate"]
+    )
+    overhead = extra / local["mean_evaluation_seconds"]
+    same = local["plans"] == ray1["plans"] == ray2["plans"]
+    for row in rows:
+        del row["plans"]
+    return {
+        "study": base.name,
+        "trials": budget,
+        "strategy": "deap",
+        "torch_threads_per_worker": 1,
+        "same_candidates_everywhere": same,
+        "load_average_1_5_15_min": {"before": load_before, "after": _load_average()},
+        "engines": rows,
+        "speedup_2_over_1": speedup,
+        "ray_overhead_per_candidate": {
+            "seconds": extra,
+            "fraction_of_evaluation": overhead,
+            "loop_seconds_per_candidate_ray1_minus_local": ray1["loop_seconds_per_candidate"]
+            - local["loop_seconds_per_candidate"],
+        },
+        "goals": {
+            "speedup": {"goal": ENGINE_SPEEDUP_GOAL, "met": speedup >= ENGINE_SPEEDUP_GOAL},
+            "overhead": {"goal": ENGINE_OVERHEAD_GOAL, "met": overhead < ENGINE_OVERHEAD_GOAL},
+        },
+    }

@@ -605,6 +605,86 @@ def bench_search(
     console.print(f"plot: {report['plot']}; storages under {report['out']}")
 
 
+@bench_app.command("engines")
+@user_errors
+def bench_engines(
+    study: Annotated[
+        Path, typer.Argument(help="Study YAML file (default: studies/digits.yaml).")
+    ] = Path("studies/digits.yaml"),
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Candidates per engine, at most the population (default: it)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the three storages (default: a fresh temp folder)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """One study three ways: local, Ray with 1 worker, Ray with 2: throughput and overhead."""
+    import tempfile
+
+    from gansearch.bench import bench_engines as run
+
+    folder = out if out is not None else Path(tempfile.mkdtemp(prefix="gansearch-bench-engines-"))
+    with _progress_bar("bench engines") as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total, losses="")
+            bar.update(tasks[name], completed=done)
+
+        report = run(study, folder, trials=trials, on_result=progress)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"bench engines: {report['study']}, {report['trials']} candidates each "
+        f"(deap, same candidates everywhere: {report['same_candidates_everywhere']}), "
+        "1 torch thread per worker"
+    )
+    columns = ("engine", "start-up s", "loop s", "candidates/min", "s/candidate", "eval s")
+    for column in (*columns, "outside eval s"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for row in report["engines"]:
+        startup = row["startup_seconds"]
+        text = (
+            f"{startup['load_evaluator']:.1f} (load)"
+            if "load_evaluator" in startup
+            else f"{startup['ray_init']:.1f} init + {startup['workers_ready']:.1f} workers"
+        )
+        table.add_row(
+            row["engine"],
+            text,
+            f"{row['loop_seconds']:.1f}",
+            f"{row['candidates_per_minute']:.1f}",
+            f"{row['loop_seconds_per_candidate']:.2f}",
+            f"{row['mean_evaluation_seconds']:.2f}",
+            ""
+            if row["outside_evaluation_seconds_per_candidate"] is None
+            else f"{row['outside_evaluation_seconds_per_candidate']:.3f}",
+        )
+    console = _console()
+    console.print(table)
+    goals = report["goals"]
+    verdict = {True: "[green]met[/green]", False: "[red]not met[/red]"}
+    overhead = report["ray_overhead_per_candidate"]
+    console.print(
+        f"speedup of 2 workers over 1: {report['speedup_2_over_1']:.2f}x "
+        f"(goal >= {goals['speedup']['goal']:g}x: {verdict[goals['speedup']['met']]})"
+    )
+    console.print(
+        f"Ray overhead per candidate vs local: {overhead['seconds'] * 1000:.0f} ms = "
+        f"{overhead['fraction_of_evaluation']:.1%} of an evaluation "
+        f"(goal < {goals['overhead']['goal']:.0%}: {verdict[goals['overhead']['met']]})"
+    )
+    load = report["load_average_1_5_15_min"]
+    console.print(f"load average before {load['before']}, after {load['after']}; out {folder}")
+
+
 # --------------------------------------------------------------------------- the search
 
 STRATEGIES = ("optuna", "deap", "hybrid")
@@ -723,6 +803,11 @@ def run(
     budget = trials if trials is not None else config.search.trials
     objectives = config.objectives
     open_study(config, storage)  # a bad storage URL fails here, before anything is loaded
+    ray_address = address if address is not None else config.search.address
+    if (engine or config.search.engine) == "ray" and ray_address is not None:
+        from gansearch.search.engines import preflight
+
+        preflight(ray_address)  # so does an unreachable Ray cluster, within seconds
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -286,37 +286,65 @@ def run_loop(
                 len(finished_trials(study)) + len(in_flight) < budget
                 and (timeout is None or time.monotonic() - start < timeout)
             ):
-                proposal = strategy.ask()
-                trial = recorder.start(
-                    proposal.params,
-                    {**mask_attrs(proposal.params), **(attrs(proposal) if attrs else {})},
-                )
-                in_flight[trial.number] = (proposal, trial)
-                engine.submit(trial.number, proposal.params)
+                with ctrl_c_deferred():  # a trial is RUNNING in storage iff it is in flight
+                    proposal = strategy.ask()
+                    trial = recorder.start(
+                        proposal.params,
+                        {**mask_attrs(proposal.params), **(attrs(proposal) if attrs else {})},
+                    )
+                    in_flight[trial.number] = (proposal, trial)
+                    engine.submit(trial.number, proposal.params)
             if not in_flight:
                 break
-            done = engine.wait()
-            proposal, trial = in_flight[done.ticket]
-            result = done.result
-            if isinstance(result, Failure):  # what the engine saw: dead worker, timeout, OOM
-                result = CandidateResult("{}", failure=result.reason)
-            if done.attempts > 1:
-                trial.set_user_attr("attempts", done.attempts)
-            recorder.finish(trial, result)
-            del in_flight[done.ticket]
-            outcome = Failure(result.failure) if result.failure is not None else result.values
-            strategy.tell(proposal, outcome, result.constraints or None)
-            if hasattr(strategy, "state_dict"):
-                write_json_atomic(state_path, strategy.state_dict())
+            done = engine.wait()  # where Ctrl-C normally lands
+            with ctrl_c_deferred():  # storage, strategy and its saved state move together
+                proposal, trial = in_flight[done.ticket]
+                result = done.result
+                if isinstance(result, Failure):  # what the engine saw: dead worker, timeout
+                    result = CandidateResult("{}", failure=result.reason)
+                if done.attempts > 1:
+                    trial.set_user_attr("attempts", done.attempts)
+                recorder.finish(trial, result)
+                del in_flight[done.ticket]
+                outcome = Failure(result.failure) if result.failure is not None else result.values
+                strategy.tell(proposal, outcome, result.constraints or None)
+                if hasattr(strategy, "state_dict"):
+                    write_json_atomic(state_path, strategy.state_dict())
             evaluated += 1
             if on_result is not None:
                 on_result(result, trial)
     except BaseException:  # Ctrl-C or an engine error: leave storage consistent, then stop
-        engine.cancel()
-        for _, trial in in_flight.values():
-            recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
+        with ctrl_c_deferred():
+            with contextlib.suppress(Exception):  # the storage matters more than the workers
+                engine.cancel()
+            for _, trial in in_flight.values():
+                with contextlib.suppress(Exception):  # one bad trial must not strand the rest
+                    recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
         raise
     return evaluated
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Any:
+    """Hold Ctrl-C (SIGINT) while bookkeeping runs, then deliver it as if it came just after.
+
+    A SIGINT landing between "the trial is told to storage" and "it is no longer in flight"
+    would otherwise be recorded twice or not at all. Only the main thread can hold it.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)  # with the handler that was there before
 
 
 # --------------------------------------------------------------------------- the study API
@@ -349,8 +377,24 @@ def strategy_options(config: StudyConfig, name: str) -> dict[str, Any]:
     return {"population_size": search.population}
 
 
-def state_path(config: StudyConfig, strategy: str, seed: int) -> Path:
-    return config.study_dir() / f"{STRATEGY_STATE.removesuffix('.json')}-{strategy}-{seed}.json"
+def state_path(config: StudyConfig, strategy: str, seed: int, storage: str) -> Path:
+    """Where the strategy's state is saved: one file per storage, strategy and seed.
+
+    Keyed by the storage URL, so a fresh storage never resumes another storage's strategy.
+    """
+    import hashlib
+
+    key = hashlib.sha256(storage.encode()).hexdigest()[:12]
+    stem = STRATEGY_STATE.removesuffix(".json")
+    return config.study_dir() / f"{stem}-{strategy}-{seed}-{key}.json"
+
+
+def _reference_label(name: str, plan: Any) -> str:
+    """A reference's plot label; a plan the space can only reach through supernet weights
+    (e.g. the teacher in an OFA-only space) says so."""
+    if plan.widths is not None and not name.startswith("ofa"):
+        return f"{name} (supernet weights)"
+    return name
 
 
 def run_study(
@@ -362,7 +406,7 @@ def run_study(
     storage: str | None = None,
     seed: int | None = None,
     evaluator: Any | None = None,
-    engine: str | None = None,
+    engine: str | Any | None = None,
     workers: int | None = None,
     address: str | None = None,
     on_start: Callable[[Any, Any], None] | None = None,
@@ -376,7 +420,8 @@ def run_study(
         evaluator: a ready :class:`~gansearch.candidates.CandidateEvaluator` (tests reuse one).
             With the Ray engine it only supplies the space and the teacher's metrics; the
             workers build their own.
-        engine, workers, address: override ``search.engine`` / ``.workers`` / ``.address``.
+        engine, workers, address: override ``search.engine`` / ``.workers`` / ``.address``;
+            ``engine`` may also be a ready engine of :mod:`gansearch.search.engines`.
         on_start: called with ``(study, evaluator)`` once everything is loaded.
         on_result: called with ``(result, trial)`` after every candidate.
     """
@@ -390,8 +435,12 @@ def run_study(
     timeout = timeout if timeout is not None else config.search.timeout
     url = storage or config.search.storage or default_storage(config)
     study = open_study(config, url)
-    ray = _ray_engine(config, engine, workers, address)  # workers start loading now
-    with ray if ray is not None else contextlib.nullcontext():
+    if hasattr(engine, "submit"):  # a ready engine: the caller owns (and closes) it
+        ray, scope = engine, contextlib.nullcontext()
+    else:
+        ray = _ray_engine(config, engine, workers, address)  # workers start loading now
+        scope = ray if ray is not None else contextlib.nullcontext()
+    with scope:
         if evaluator is None:
             evaluator = CandidateEvaluator(config)
         where = ray if ray is not None else LocalEngine(evaluate=evaluator.evaluate)
@@ -469,7 +518,7 @@ def _run_with(
         )
     except (ValueError, TypeError) as error:
         raise GansearchError(f"cannot create strategy {name!r}: {error}") from None
-    saved = state_path(config, name, seed)
+    saved = state_path(config, name, seed, url)
     if saved.is_file() and hasattr(search, "load_state_dict"):
         try:
             search.load_state_dict(json.loads(saved.read_text()))
@@ -486,7 +535,10 @@ def _run_with(
         for params in reference_params(evaluator.space).values():
             search.enqueue(params)
     genes = evaluator.space.genes
-    references = {genome_key(genes, p): ref for ref, p in reference_params(evaluator.space).items()}
+    references = {
+        genome_key(genes, p): _reference_label(ref, evaluator.space.decode(p))
+        for ref, p in reference_params(evaluator.space).items()
+    }
     if on_start is not None:
         on_start(study, evaluator)
     evaluated = run_loop(

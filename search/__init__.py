@@ -7,6 +7,7 @@ business.
 
 from gansearch.search.base import Failure, Proposal, Strategy
 from gansearch.search.deap_strategy import DeapStrategy
+from gansearch.search.engines import Engine, LocalEngine, RayEngine
 from gansearch.search.hybrid import HybridStrategy
 from gansearch.search.optuna_strategy import OptunaStrategy
 from gansearch.search.registry import STRATEGIES, make_strategy
@@ -14,10 +15,13 @@ from gansearch.search.registry import STRATEGIES, make_strategy
 __all__ = [
     "STRATEGIES",
     "DeapStrategy",
+    "Engine",
     "Failure",
     "HybridStrategy",
+    "LocalEngine",
     "OptunaStrategy",
     "Proposal",
+    "RayEngine",
     "Strategy",
     "make_strategy",
 ]

@@ -519,7 +519,8 @@ def reference_plans(space: JointSpace) -> dict[str, CompressionPlan]:
     ``teacher`` (identity), ``int8`` and ``int4`` (every layer's weights),
     ``codebook16`` (every layer), and ``prune50`` (every group keeps its
     ``round(C / 2)`` most important channels: L1-magnitude pruning, Li et al.,
-    "Pruning Filters for Efficient ConvNets", ICLR 2017). All are valid for the
+    "Pruning Filters for Efficient ConvNets", ICLR 2017), and, when the space has OFA
+    widths, ``ofa50`` / ``ofa25`` (the supernet at half / quarter width). All are valid for the
     structure, whether or not ``space`` can represent them (see :func:`reference_params`).
     """
     structure = space.structure
@@ -535,13 +536,20 @@ def reference_plans(space: JointSpace) -> dict[str, CompressionPlan]:
     for group in structure.groups:
         kept = set(space.channel_order[group.name][: width_for(0.5, group.num_channels)])
         masks[group.name] = tuple(c in kept for c in range(group.num_channels))
-    return {
+    plans = {
         "teacher": identity,
         "int8": uniform("int8"),
         "int4": uniform("int4"),
         "codebook16": uniform("codebook16"),
         "prune50": CompressionPlan(masks=masks, layers=identity.layers),
     }
+    if space.config.ofa is not None:  # the supernet's uniform sub-generators (GAN Compression)
+        for ratio in (0.5, 0.25):
+            widths = {g.name: width_for(ratio, g.num_channels) for g in structure.groups}
+            plans[f"ofa{round(ratio * 100)}"] = CompressionPlan(
+                widths=widths, layers=identity.layers
+            )
+    return plans
 
 
 def reference_params(space: JointSpace) -> dict[str, dict[str, Any]]:

@@ -41,10 +41,20 @@ def no_ray_left():
     """Fail if Ray processes started during the test are still alive shortly after it."""
     before = _ray_pids()
     yield
-    deadline = time.monotonic() + 15
+    # A SIGKILLed controller cannot stop its Ray: its raylet and GCS die with it at once
+    # (Ray's fate sharing), the per-node agents notice within about half a minute.
+    deadline = time.monotonic() + 60
     while (left := _ray_pids() - before) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"Ray processes left over: {[_cmdline(pid)[:80] for pid in left]}"
+
+
+def _poll(db: Path) -> list[dict]:
+    """The trials while another process may still be creating the storage's tables."""
+    try:
+        return _trials(db) if db.exists() else []
+    except Exception:  # noqa: BLE001 - sqlite schema half-created by the running process
+        return []
 
 
 def _counted(trials: list[dict]) -> list[dict]:
@@ -193,7 +203,7 @@ def test_killed_controller_resumes_with_ray(run_cli, tmp_path: Path, no_ray_left
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if db.exists() and sum(t["state"] == "COMPLETE" for t in _trials(db)) >= 2:
+        if sum(t["state"] == "COMPLETE" for t in _poll(db)) >= 2:
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
@@ -223,15 +233,16 @@ def test_ctrl_c_marks_in_flight_trials_interrupted(run_cli, tmp_path: Path, no_r
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if db.exists() and sum(t["state"] == "COMPLETE" for t in _trials(db)) >= 1:
+        if sum(t["state"] == "COMPLETE" for t in _poll(db)) >= 1:
             break
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole group, Ray included
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0 and "Traceback" not in stderr
+    assert process.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
     trials = _trials(db)
     assert not [t for t in trials if t["state"] in {"RUNNING", "WAITING"}]
     assert any((t["reason"] or "").startswith("interrupted") for t in trials)

@@ -1,0 +1,424 @@
+"""Execution engines: *where* candidates are evaluated (DEAP's ``map``, made asynchronous).
+
+The strategy decides what to evaluate next; an engine only runs it. Both engines offer
+the same small protocol (:class:`Engine`):
+
+* ``slots``: how many candidates may be in flight at once;
+* ``submit(ticket, params)``: start evaluating ``params``; ``ticket`` is the caller's id;
+* ``wait() -> Finished``: block until one submitted candidate is done (in any order);
+* ``cancel() -> list[ticket]``: drop everything in flight (Ctrl-C), returning the tickets;
+* ``close()``: stop the workers (and the Ray it started, if any). Engines are context managers.
+
+An engine never raises for a broken candidate: the evaluator's own result comes back as
+``Finished.result``, and what the engine itself saw go wrong (a worker process that died
+more than ``max_retries`` times, a candidate over its ``timeout``, a worker out of memory)
+comes back as a :class:`~gansearch.search.base.Failure` with the reason.
+
+Engines receive a *factory*: a picklable zero-argument callable that builds, once per
+worker, the function ``params -> result``. This keeps this module free of torch: the
+factory (in :mod:`gansearch.candidates`) loads the teacher, supernet, data and reference
+statistics when a worker starts, never once per candidate.
+
+* :class:`LocalEngine` (the default) evaluates in this process, one at a time, and uses no
+  Ray at all. It cannot interrupt a running candidate, so it does not enforce ``timeout``.
+* :class:`RayEngine` keeps ``workers`` long-lived Ray actors, each holding one evaluator.
+  A dead actor is replaced and its candidate retried up to ``max_retries`` times; a
+  candidate past ``timeout`` seconds gets its actor killed (and replaced) and fails with
+  ``"timeout after S s"``. Without an address it starts a private local Ray with
+  ``workers * cpus`` CPUs and shuts it down on :meth:`close`; with one it joins that
+  cluster and leaves it running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from gansearch.errors import GansearchError
+from gansearch.search.base import Failure
+
+Params = Mapping[str, Any]
+EvaluateFactory = Callable[[], Callable[[Params], Any]]
+
+#: Test-only hook: ``K`` makes the *first* Ray worker exit abruptly (``os._exit(1)``) on its
+#: K-th candidate, as if the process had been killed mid-candidate. Replacement workers
+#: never do it. Read by :class:`RayEngine` in the driver; never set it outside tests.
+TEST_WORKER_EXIT_ENV = "GANSEARCH_TEST_WORKER_EXIT"
+
+CONNECT_TIMEOUT_S = 3.0
+
+
+class EngineError(GansearchError):
+    """An engine that cannot start or reach its workers."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One candidate that is done: the evaluator's result, or a Failure the engine saw."""
+
+    ticket: Hashable
+    result: Any
+    attempts: int = 1
+
+
+class Engine(Protocol):
+    """Where candidates run (see the module docstring)."""
+
+    slots: int
+
+    def submit(self, ticket: Hashable, params: Params) -> None: ...
+
+    def wait(self) -> Finished: ...
+
+    def cancel(self) -> list[Hashable]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- local
+
+
+class LocalEngine:
+    """Serial, in-process evaluation: the evaluator is built once, on first use."""
+
+    slots = 1
+
+    def __init__(self, factory: EvaluateFactory | None = None, *, evaluate: Any = None) -> None:
+        if (factory is None) == (evaluate is None):
+            raise ValueError("give exactly one of `factory` and `evaluate`.")
+        self._factory = factory
+        self._evaluate = evaluate
+        self._queue: deque[tuple[Hashable, Params]] = deque()
+
+    def submit(self, ticket: Hashable, params: Params) -> None:
+        self._queue.append((ticket, params))
+
+    def wait(self) -> Finished:
+        if not self._queue:
+            raise RuntimeError("wait() with nothing submitted.")
+        if self._evaluate is None:
+            self._evaluate = self._factory()  # type: ignore[misc]
+        ticket, params = self._queue[0]
+        result = self._evaluate(params)  # a Ctrl-C here leaves the ticket queued for cancel()
+        self._queue.popleft()
+        return Finished(ticket, result)
+
+    def cancel(self) -> list[Hashable]:
+        tickets = [ticket for ticket, _ in self._queue]
+        self._queue.clear()
+        return tickets
+
+    def close(self) -> None:
+        self._queue.clear()
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- ray
+
+
+class _CandidateWorker:
+    """The body of one Ray actor: builds the evaluator once, then evaluates candidates."""
+
+    def __init__(self, factory: EvaluateFactory, exit_on: int | None = None) -> None:
+        self._evaluate = factory()
+        self._exit_on = exit_on
+        self._count = 0
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def evaluate(self, params: Params) -> Any:
+        self._count += 1
+        if self._exit_on is not None and self._count == self._exit_on:
+            os._exit(1)  # the test-only hook of TEST_WORKER_EXIT_ENV
+        return self._evaluate(params)
+
+
+@dataclass
+class _Task:
+    ticket: Hashable
+    params: Params
+    attempts: int = 0
+    started: float = 0.0
+
+
+def preflight(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, with one line, when ``address`` (``ray://HOST:PORT`` or ``HOST:PORT``) is closed.
+
+    ``ray.init`` retries an unreachable address for a long time; a plain TCP connect with
+    a short timeout answers in seconds. ``"auto"`` is left to Ray (it fails at once).
+    """
+    if address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise EngineError(
+            f"bad Ray address {address!r}; use `auto`, `HOST:PORT` or `ray://HOST:PORT`"
+        )
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as error:
+        raise EngineError(
+            f"cannot reach a Ray cluster at {address} ({error.strerror or error}); "
+            "start one with `ray start --head` or fix `--address`"
+        ) from None
+
+
+class RayEngine:
+    """Evaluate candidates on long-lived Ray actors (see the module docstring).
+
+    Args:
+        factory: picklable; builds ``params -> result`` once per actor.
+        workers: actors (and candidates in flight).
+        address: ``None`` starts a private local Ray; ``"auto"``, ``HOST:PORT`` or
+            ``ray://HOST:PORT`` join a running cluster.
+        cpus, gpus: resources reserved per actor.
+        timeout: seconds one candidate may take; ``None`` for no limit.
+        max_retries: re-runs of a candidate whose worker process died.
+    """
+
+    def __init__(
+        self,
+        factory: EvaluateFactory,
+        *,
+        workers: int = 1,
+        address: str | None = None,
+        cpus: float = 1.0,
+        gpus: float = 0.0,
+        timeout: float | None = None,
+        max_retries: int = 1,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"`workers >= 1` must hold, but got ({workers=}).")
+        if max_retries < 0:
+            raise ValueError(f"`max_retries >= 0` must hold, but got ({max_retries=}).")
+        self.slots = workers
+        self._factory = factory
+        self._cpus, self._gpus = cpus, gpus
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._owns_ray = address is None
+        self._closed = False
+        started = time.perf_counter()
+        self._connect(address, workers)
+        self.connect_seconds = time.perf_counter() - started
+        exit_on = os.environ.get(TEST_WORKER_EXIT_ENV)
+        self._pending: deque[_Task] = deque()
+        self._starting: dict[Any, Any] = {}  # ready ref -> actor
+        self._idle: list[Any] = []
+        self._running: dict[Any, tuple[Any, _Task]] = {}  # result ref -> (actor, task)
+        self.pids: list[int] = []  # of every actor started (tests check they are gone)
+        for index in range(workers):
+            self._start_actor(int(exit_on) if exit_on and index == 0 else None)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _connect(self, address: str | None, workers: int) -> None:
+        import ray
+
+        if address is not None:
+            preflight(address)
+        try:
+            if self._owns_ray:
+                ray.init(
+                    address="local",
+                    num_cpus=max(1, int(round(workers * self._cpus))),
+                    num_gpus=math.ceil(workers * self._gpus) or None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level="ERROR",
+                    configure_logging=True,
+                )
+            else:
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            where = "start a local Ray" if self._owns_ray else f"join the Ray cluster {address}"
+            raise EngineError(f"cannot {where}: {first}") from None
+        self._ray = ray
+        self._actor_class = ray.remote(_CandidateWorker).options(
+            num_cpus=self._cpus, num_gpus=self._gpus, max_restarts=0, max_task_retries=0
+        )
+
+    def _start_actor(self, exit_on: int | None = None) -> None:
+        actor = self._actor_class.remote(self._factory, exit_on)
+        self._starting[actor.ready.remote()] = actor
+
+    def _kill(self, actor: Any) -> None:
+        with contextlib.suppress(Exception):  # already gone, or Ray itself is going away
+            self._ray.kill(actor, no_restart=True)
+
+    def _replace(self, actor: Any) -> None:
+        self._kill(actor)
+        self._start_actor()
+
+    def close(self) -> None:
+        """Kill the actors; shut Ray down if this engine started it."""
+        if self._closed:
+            return
+        self._closed = True
+        for actor in [
+            *self._starting.values(),
+            *self._idle,
+            *(a for a, _ in self._running.values()),
+        ]:
+            self._kill(actor)
+        self._starting.clear()
+        self._idle.clear()
+        self._running.clear()
+        # Stops the private Ray this engine started; on a joined cluster it only disconnects.
+        self._ray.shutdown()
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the protocol
+
+    def submit(self, ticket: Hashable, params: Params) -> None:
+        self._pending.append(_Task(ticket, params))
+        self._dispatch()
+
+    def cancel(self) -> list[Hashable]:
+        tickets = [task.ticket for task in self._pending]
+        tickets += [task.ticket for _, task in self._running.values()]
+        for actor, _ in self._running.values():
+            self._kill(actor)  # the next run_study starts fresh actors anyway
+        self._pending.clear()
+        self._running.clear()
+        return tickets
+
+    def _dispatch(self) -> None:
+        while self._pending and self._idle:
+            task, actor = self._pending.popleft(), self._idle.pop()
+            task.attempts += 1
+            task.started = time.monotonic()
+            self._running[actor.evaluate.remote(task.params)] = (actor, task)
+
+    def wait(self) -> Finished:
+        ray = self._ray
+        if not self._pending and not self._running:
+            raise RuntimeError("wait() with nothing submitted.")
+        while True:
+            self._dispatch()
+            refs = [*self._running, *self._starting]
+            ready, _ = ray.wait(refs, num_returns=1, timeout=self._next_deadline())
+            if not ready:
+                finished = self._expire()
+                if finished is not None:
+                    return finished
+                continue
+            ref = ready[0]
+            if ref in self._starting:
+                self._started(ref)
+                continue
+            actor, task = self._running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.OutOfMemoryError as error:
+                self._replace(actor)
+                return Finished(
+                    task.ticket, Failure(f"out of memory: {_first(error)}"), task.attempts
+                )
+            except ray.exceptions.RayActorError as error:
+                self._replace(actor)
+                if task.attempts <= self._max_retries:
+                    self._pending.appendleft(task)
+                    continue
+                reason = f"worker died {task.attempts} time(s): {_first(error)}"
+                return Finished(task.ticket, Failure(reason), task.attempts)
+            except ray.exceptions.RayTaskError as error:  # the evaluator raised: a bug
+                self._idle.append(actor)
+                return Finished(
+                    task.ticket, Failure(f"worker error: {_first(error)}"), task.attempts
+                )
+            self._idle.append(actor)
+            return Finished(task.ticket, result, task.attempts)
+
+    def wait_ready(self) -> None:
+        """Block until every worker has loaded its evaluator (benchmarks time start-up so)."""
+        while self._starting:
+            ready, _ = self._ray.wait(list(self._starting), num_returns=1)
+            self._started(ready[0])
+        self._dispatch()
+
+    def _started(self, ref: Any) -> None:
+        actor = self._starting.pop(ref)
+        try:
+            self.pids.append(self._ray.get(ref))
+        except self._ray.exceptions.RayError as error:
+            self.close()
+            raise EngineError(f"a Ray worker could not load the study: {_first(error)}") from None
+        self._idle.append(actor)
+
+    def _next_deadline(self) -> float | None:
+        if self._timeout is None or not self._running:
+            return None
+        oldest = min(task.started for _, task in self._running.values())
+        return max(0.0, oldest + self._timeout - time.monotonic())
+
+    def _expire(self) -> Finished | None:
+        if self._timeout is None:
+            return None
+        now = time.monotonic()
+        for ref, (actor, task) in list(self._running.items()):
+            if now - task.started >= self._timeout:
+                del self._running[ref]
+                self._replace(actor)
+                return Finished(
+                    task.ticket, Failure(f"timeout after {self._timeout:g} s"), task.attempts
+                )
+        return None
+
+
+def _first(error: BaseException) -> str:
+    """The first meaningful line of a (possibly multi-line) Ray error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
+
+
+def make_engine(
+    name: str,
+    factory: EvaluateFactory,
+    *,
+    workers: int = 1,
+    address: str | None = None,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    timeout: float | None = None,
+    max_retries: int = 1,
+) -> LocalEngine | RayEngine:
+    """The engine called ``name`` (``"local"`` or ``"ray"``)."""
+    if name == "local":
+        return LocalEngine(factory)
+    if name == "ray":
+        return RayEngine(
+            factory,
+            workers=workers,
+            address=address,
+            cpus=cpus,
+            gpus=gpus,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+    raise EngineError(f"unknown engine {name!r}; known: local, ray")
