@@ -168,8 +168,14 @@ def fid(features_a: Tensor, features_b: Tensor) -> float:
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """KID's cubic polynomial kernel matrix ``(x . y / d + 1)^3`` in float64."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
+    """KID's cubic polynomial kernel matrix ``(x . y / d + 1)^3`` in float64.
+
+    In place and cubed by multiplication: NumPy's ``** 3`` on a large array is ~5x slower.
+    """
+    gram = x @ y.T
+    gram /= x.shape[1]
+    gram += 1.0
+    return gram * gram * gram
 
 
 def kid(
