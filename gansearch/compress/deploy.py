@@ -265,7 +265,13 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
 
 
 def _fold_into(conv: nn.Conv2d | nn.ConvTranspose2d, norm: nn.modules.batchnorm._BatchNorm) -> None:
-    """``conv`` followed by the eval-mode ``norm`` becomes one convolution (in place)."""
+    """``conv`` followed by the eval-mode ``norm`` becomes one convolution (in place).
+
+    Not ``torch.nn.utils.fusion.fuse_conv_bn_weights``: with ``transpose=True`` it fails on
+    a grouped ConvTranspose2d (it scales dim 1, which holds ``out / groups``), and it works
+    in the weight's dtype, whereas float64 here keeps a downstream activation quantiser's
+    rounding unchanged.
+    """
     dtype = conv.weight.dtype
     mean = norm.running_mean.double()
     scale = (norm.running_var.double() + norm.eps).rsqrt()
