@@ -280,8 +280,10 @@ def run_loop(
     start = time.monotonic()
     evaluated = 0
     in_flight: dict[int, tuple[Any, Any]] = {}  # trial number -> (proposal, trial)
+    ctrl_c = CtrlCSeen()
     try:
         while True:
+            ctrl_c.check()  # a Ctrl-C that an engine call swallowed still stops the run here
             while len(in_flight) < engine.slots and (
                 len(finished_trials(study)) + len(in_flight) < budget
                 and (timeout is None or time.monotonic() - start < timeout)
@@ -314,6 +316,7 @@ def run_loop(
             if on_result is not None:
                 on_result(result, trial)
     except BaseException:  # Ctrl-C or an engine error: leave storage consistent, then stop
+        ctrl_c.restore()
         with ctrl_c_deferred():
             with contextlib.suppress(Exception):  # the storage matters more than the workers
                 engine.cancel()
@@ -321,7 +324,41 @@ def run_loop(
                 with contextlib.suppress(Exception):  # one bad trial must not strand the rest
                     recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
         raise
+    ctrl_c.restore()
     return evaluated
+
+
+class CtrlCSeen:
+    """Records every SIGINT during :func:`run_loop` (and still raises KeyboardInterrupt).
+
+    Ray's compiled calls can swallow a KeyboardInterrupt raised while they block (seen
+    rarely with ``ray.wait``); the flag lets the loop stop at its next check regardless.
+    Only the main thread can install it; elsewhere it records nothing.
+    """
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.seen = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 @contextlib.contextmanager
