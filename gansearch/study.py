@@ -187,19 +187,6 @@ def mask_attrs(params: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def params_from_trial(genes: Any, trial: Any) -> dict[str, Any]:
-    """The full gene values of a recorded trial (inverse of the recording)."""
-    from gansearch.spaces.genes import Choice
-
-    params: dict[str, Any] = {}
-    for gene in genes.genes:
-        if isinstance(gene, Choice):
-            params[gene.name] = trial.params[gene.name]
-        else:
-            params[gene.name] = tuple(bit == "1" for bit in trial.user_attrs[f"bits:{gene.name}"])
-    return params
-
-
 class TrialRecorder:
     """Writes candidates into the Optuna study: RUNNING while evaluated, then told."""
 
@@ -231,16 +218,6 @@ class TrialRecorder:
 
 
 # --------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class Progress:
-    """What the progress bar shows."""
-
-    done: int = 0
-    failed: int = 0
-    front_size: int = 0
-    best: dict[str, float] = field(default_factory=dict)
 
 
 Evaluate = Callable[[Mapping[str, Any]], CandidateResult]

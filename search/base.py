@@ -109,6 +109,15 @@ def total_violation(constraints: Sequence[float] | None) -> float:
     return float(sum(c for c in constraints if c > 0))
 
 
+def in_flight(pending: dict[int, Any], proposal: Proposal) -> Any:
+    """What a strategy keeps for ``proposal`` while it is in flight (error if it is not)."""
+    if proposal.number not in pending:
+        raise ValueError(
+            f"proposal {proposal.number} is not in flight (never asked, or already told)."
+        )
+    return pending[proposal.number]
+
+
 def check_result(
     result: Sequence[float] | Failure,
     constraints: Sequence[float] | None,

@@ -66,6 +66,7 @@ from gansearch.search.base import (
     encode_params,
     fitness_weights,
     genome_key,
+    in_flight,
     is_ordinal,
     make_rng,
     total_violation,
@@ -220,11 +221,7 @@ class DeapStrategy:
         Raises:
             ValueError: for a proposal that is not in flight, or a malformed result.
         """
-        individual = self._in_flight.get(proposal.number)
-        if individual is None:
-            raise ValueError(
-                f"proposal {proposal.number} is not in flight (never asked, or already told)."
-            )
+        individual = in_flight(self._in_flight, proposal)
         values, constraints = check_result(result, constraints, len(self.directions))
         del self._in_flight[proposal.number]
         individual.constraints = constraints

@@ -55,6 +55,7 @@ from gansearch.search.base import (
     Proposal,
     check_result,
     encode_params,
+    in_flight,
     is_ordinal,
     validate_directions,
 )
@@ -147,11 +148,7 @@ class OptunaStrategy:
         Raises:
             ValueError: for a proposal that is not in flight, or a malformed result.
         """
-        trial = self._running.get(proposal.number)
-        if trial is None:
-            raise ValueError(
-                f"proposal {proposal.number} is not in flight (never asked, or already told)."
-            )
+        trial = in_flight(self._running, proposal)
         values, constraints = check_result(result, constraints, len(self.directions))
         del self._running[proposal.number]
         if values is None:
