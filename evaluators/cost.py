@@ -1,47 +1,7 @@
-"""Hardware-independent and measured cost of a generator: MACs, params, bytes, BitOps, latency.
+"""Cost of a generator besides its MACs: parameters, BitOps, stored bytes, latency.
 
-MAC counting policy
--------------------
-thop (``thop.profile``, pinned) is the one counter. :func:`layer_macs` runs
-``thop.profile`` on a deep copy of the model (so the caller's model never gains thop's
-``total_ops`` buffers or hooks), in eval mode, under ``torch.no_grad``, with thop's
-printing off. Every result is **per sample**: the count for ``example_input`` divided
-by its batch size.
-
-Which rule counts a module is decided by the nearest class in its MRO, so subclasses
-(``class QConv2d(nn.Conv2d)``, ``torch.nn.utils.parametrize``'s ``ParametrizedConv2d``)
-are counted like their base class. thop itself looks up ``type(m)`` exactly and would
-count such subclasses as zero. The rules, in order of precedence:
-
-* **The** ``count_macs`` **protocol.** A module whose class defines
-  ``count_macs(self, x, y) -> int`` is counted by that method alone and its subtree is
-  not descended into. The method receives the forward hook's arguments (``x``: the tuple
-  of positional inputs, ``y``: the output) and returns the MACs of the whole call, for
-  all samples, like thop's own rules. Wrappers such as a quantized conv or a low-rank
-  pair use this protocol.
-* **Conv{1,2,3}d and Linear**: thop's rules. Conv gives output elements x
-  ``C_in / groups`` x prod(kernel), and Linear gives output elements x ``in_features``.
-* **ConvTranspose{1,2,3}d**: input elements x ``C_out / groups`` x prod(kernel).
-  thop applies the Conv formula to transposed convs, which overcounts a strided one by
-  the product of its strides. Each input element is scattered through the kernel into
-  ``C_out / groups`` channels. Outputs later cropped by ``padding`` are still counted.
-* **Bias**: not counted. Neither thop's rules nor ours count it: adding a bias is an
-  add, not a multiply-accumulate.
-* **BatchNorm** (and its subclasses, e.g. SyncBatchNorm): 0. At inference, BatchNorm
-  folds into the preceding conv or linear layer.
-* **InstanceNorm, LayerNorm and GroupNorm**: thop's ``count_normalization``, which is
-  2 per input element, or 4 when affine. These norms use statistics of the input itself,
-  so they cannot be folded. thop has no rule for GroupNorm, so we apply the same one.
-* **Activations**: 0. That covers ReLU, LeakyReLU, PReLU, Softmax and the modules thop
-  does not know, such as Tanh, Sigmoid and GELU. For PReLU and Softmax we override
-  thop's non-zero counts.
-* **Pooling and Upsample**: thop's rules, unchanged.
-* **Functional operations**: 0. thop sees only module calls, so residual ``x + h``
-  adds, ``torch.cat``, ``F.interpolate`` and ``torch.bmm`` inside ``forward`` are not
-  counted. An element-wise add is not a multiply-accumulate anyway.
-* **Any other leaf module**: 0.
-
-A module called several times in one forward is counted once per call.
+MACs are counted in :mod:`gansearch.evaluators.macs`, whose docstring states the counting
+policy; BitOps weight those counts by bit widths.
 
 BitOps
 ------
@@ -64,230 +24,32 @@ training. A tensor shared between modules is counted once.
 
 from __future__ import annotations
 
-import copy
-import importlib
-import math
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gansearch.evaluators.macs import batch_size_of, layer_macs
+
 __all__ = [
+    "DEFAULT_BITS",
     "LatencyStats",
     "StoredSize",
     "bitops",
-    "count_macs",
     "count_params",
-    "layer_macs",
     "measure_latency",
+    "num_threads",
     "stored_bytes",
     "stored_bytes_by_layer",
 ]
 
 DEFAULT_BITS = 32
 """Weight and activation bits assumed for a module without ``weight_bits`` / ``activation_bits``."""
-
-# A thop counting rule: a forward hook that adds the call's ops to ``m.total_ops``.
-_Rule = Callable[[nn.Module, tuple[Any, ...], Any], None]
-
-
-@runtime_checkable
-class StoredSize(Protocol):
-    """A module that knows the exact size of its own encoded state.
-
-    Its report covers the module's whole subtree: its own parameters and buffers and
-    those of all its children. :func:`stored_bytes` does not descend into it.
-    """
-
-    def stored_nbytes(self) -> int:
-        """Return the number of bytes of this module's encoded state."""
-        ...
-
-
-# ---------------------------------------------------------------------------------------
-# MACs
-# ---------------------------------------------------------------------------------------
-
-
-def _count_zero(m: nn.Module, x: tuple[Any, ...], y: Any) -> None:
-    """Count nothing (folded BatchNorm, activations)."""
-
-
-def _count_conv_transpose(m: nn.Module, x: tuple[Any, ...], y: Any) -> None:
-    """Count a transposed conv as input elements x (C_out / groups) x prod(kernel).
-
-    The weight has shape ``(C_in, C_out / groups, *kernel)``, so the MACs per input
-    element are the product of ``weight.shape[1:]``.
-    """
-    m.total_ops += x[0].numel() * math.prod(m.weight.shape[1:])
-
-
-def _thop() -> Any:
-    """Import thop, silencing its import-time distutils DeprecationWarning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import thop
-
-        # `thop.profile` the attribute is the function; the module holds `register_hooks`.
-        thop_profile_module = importlib.import_module("thop.profile")
-    return thop, thop_profile_module
-
-
-def _rule_table() -> dict[type, _Rule]:
-    """Map module classes to counting rules: thop's table with our policy overrides."""
-    _, thop_profile_module = _thop()
-    from thop.vision.basic_hooks import count_normalization
-
-    table: dict[type, _Rule] = dict(thop_profile_module.register_hooks)
-    # Containers are descended into, never counted as a unit.
-    for container in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
-        table.pop(container, None)
-    overrides: dict[type, _Rule] = {
-        nn.ConvTranspose1d: _count_conv_transpose,
-        nn.ConvTranspose2d: _count_conv_transpose,
-        nn.ConvTranspose3d: _count_conv_transpose,
-        nn.BatchNorm1d: _count_zero,
-        nn.BatchNorm2d: _count_zero,
-        nn.BatchNorm3d: _count_zero,
-        nn.SyncBatchNorm: _count_zero,
-        nn.GroupNorm: count_normalization,
-        nn.PReLU: _count_zero,
-        nn.Softmax: _count_zero,
-    }
-    table.update(overrides)
-    return table
-
-
-def _protocol_rule(m: nn.Module, x: tuple[Any, ...], y: Any) -> None:
-    """Count a module through its own ``count_macs(x, y)`` method."""
-    macs = m.count_macs(x, y)
-    if isinstance(macs, bool) or not isinstance(macs, int) or macs < 0:
-        raise ValueError(
-            f"`{type(m).__name__}.count_macs` must return a non-negative int, but got {macs!r}."
-        )
-    m.total_ops += macs
-
-
-def _rule_for(module: nn.Module, table: dict[type, _Rule]) -> _Rule | None:
-    """The rule that counts ``module``: its ``count_macs`` method, else its nearest MRO class."""
-    if callable(getattr(type(module), "count_macs", None)):
-        return _protocol_rule
-    for cls in type(module).__mro__:
-        if cls in table:
-            return table[cls]
-    return None
-
-
-def _counting_units(
-    model: nn.Module, table: dict[type, _Rule]
-) -> Iterator[tuple[str, nn.Module, _Rule | None]]:
-    """Yield the modules the walk stops at, with their rules.
-
-    The walk stops at modules with a rule and does not descend into them. It also stops
-    at leaves without a rule, which count 0. Containers without a rule are descended into.
-    """
-    stack: list[tuple[str, nn.Module]] = [("", model)]
-    while stack:
-        name, module = stack.pop()
-        rule = _rule_for(module, table)
-        children = list(module.named_children())
-        if rule is not None or not children:
-            yield name, module, rule
-            continue
-        prefix = f"{name}." if name else ""
-        stack.extend((prefix + child_name, child) for child_name, child in reversed(children))
-
-
-def _batch_size(example_input: Tensor) -> int:
-    if not isinstance(example_input, Tensor):
-        raise TypeError(
-            f"`example_input` must be a torch.Tensor, but got {type(example_input).__name__}."
-        )
-    if example_input.dim() < 1 or example_input.shape[0] < 1:
-        raise ValueError(
-            "`example_input` must have a batch dimension of size >= 1, "
-            f"but got shape {tuple(example_input.shape)}."
-        )
-    return int(example_input.shape[0])
-
-
-def _layer_macs_of_copy(model: nn.Module, example_input: Tensor) -> dict[str, int]:
-    """Run thop on ``model`` (already a private copy) and return per-unit MACs per sample."""
-    thop, _ = _thop()
-    batch = _batch_size(example_input)
-    table = _rule_table()
-    units = list(_counting_units(model, table))
-    rules = {module: rule for _, module, rule in units if rule is not None}
-    totals: dict[nn.Module, float] = {module: 0.0 for module in rules}
-
-    def record(m: nn.Module, x: tuple[Any, ...], y: Any) -> None:
-        # Types are shared between units and modules inside a protocol module's
-        # subtree; only units are counted.
-        rule = rules.get(m)
-        if rule is None:
-            return
-        before = float(m.total_ops)
-        rule(m, x, y)
-        totals[m] += float(m.total_ops) - before
-
-    custom_ops = {type(module): record for module in rules}
-    model.eval()
-    with torch.no_grad():
-        # thop's own totals are not used: its aggregation descends into nn.Sequential
-        # even when the Sequential has a rule, which would double-count a protocol
-        # module that subclasses Sequential.
-        thop.profile(model, inputs=(example_input,), custom_ops=custom_ops, verbose=False)
-    return {
-        name: round(totals[module] / batch) if module in totals else 0 for name, module, _ in units
-    }
-
-
-def layer_macs(model: nn.Module, example_input: Tensor) -> dict[str, int]:
-    """Count the MACs per sample of each counting unit, using thop.
-
-    A counting unit is a module with a counting rule (its subtree is not descended into)
-    or a leaf without one (0 MACs). The policy is in this module's docstring. The
-    caller's model is not modified: counting runs on a deep copy.
-
-    Args:
-        model: The network to count.
-        example_input: A batch fed as ``model(example_input)``; the counts are divided by
-            its first dimension.
-
-    Returns:
-        A mapping from qualified module name (``""`` for the root) to MACs per sample,
-        in module order. The values sum to :func:`count_macs`.
-
-    Raises:
-        TypeError: If ``example_input`` is not a tensor.
-        ValueError: If ``example_input`` has no batch dimension, or a ``count_macs``
-            method returns something other than a non-negative int.
-    """
-    _batch_size(example_input)
-    return _layer_macs_of_copy(copy.deepcopy(model), example_input)
-
-
-def count_macs(model: nn.Module, example_input: Tensor) -> int:
-    """Count multiply-accumulates per sample of one forward pass, using thop.
-
-    This is the sum of :func:`layer_macs`. The counting policy (transposed convs, folded
-    BatchNorm, bias, activations, residual adds, the ``count_macs`` protocol) is in this
-    module's docstring.
-
-    Args:
-        model: The network to count. It is not modified.
-        example_input: A batch fed as ``model(example_input)``.
-
-    Returns:
-        MACs for one sample.
-    """
-    return sum(layer_macs(model, example_input).values())
 
 
 def count_params(model: nn.Module) -> int:
@@ -351,6 +113,31 @@ def bitops(model: nn.Module, example_input: Tensor) -> int:
 # ---------------------------------------------------------------------------------------
 
 
+@runtime_checkable
+class StoredSize(Protocol):
+    """A module that knows the exact size of its own encoded state.
+
+    Its report covers the module's whole subtree: its own parameters and buffers and
+    those of all its children. :func:`stored_bytes` does not descend into it.
+    """
+
+    def stored_nbytes(self) -> int:
+        """Return the number of bytes of this module's encoded state."""
+        ...
+
+
+# Every BatchNorm class torch has (their common base, ``_BatchNorm``, is private).
+_BATCH_NORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.LazyBatchNorm1d,
+    nn.LazyBatchNorm2d,
+    nn.LazyBatchNorm3d,
+)
+
+
 def _own_stored_tensors(module: nn.Module) -> Iterator[Tensor]:
     """The module's own (non-recursive) parameters and persistent buffers."""
     yield from module.parameters(recurse=False)
@@ -359,9 +146,7 @@ def _own_stored_tensors(module: nn.Module) -> Iterator[Tensor]:
     for buffer_name, buffer in module.named_buffers(recurse=False):
         if buffer_name in non_persistent:
             continue
-        if buffer_name == "num_batches_tracked" and isinstance(
-            module, nn.modules.batchnorm._BatchNorm
-        ):
+        if buffer_name == "num_batches_tracked" and isinstance(module, _BATCH_NORMS):
             continue
         yield buffer
 
@@ -512,7 +297,7 @@ def measure_latency(
     _check_int("runs", runs, 1)
     _check_int("warmup", warmup, 0)
     _check_int("threads", threads, 1)
-    batch = _batch_size(example_input)
+    batch = batch_size_of(example_input)
     times_ms: list[float] = []
     with num_threads(threads), _eval_mode(model), torch.inference_mode():
         for _ in range(warmup):

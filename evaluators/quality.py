@@ -1,48 +1,36 @@
-"""Image-quality metrics: FID, KID, IS, PSNR, SSIM, fidelity to the teacher.
+"""Distribution metrics of generated images: FID, KID, IS, and their noise floor.
 
-Everything here is plain torch/numpy/scipy on tensors that the caller has already
-produced (features, logits or images). Nothing touches Optuna, the network or any
-global random state: the one randomised metric (:func:`kid`) takes its own
-``np.random.Generator``.
-
-The module also holds the on-disk cache of reference features
-(:func:`cached_reference_features`), keyed by a content hash of everything the
-features depend on (:func:`content_hash`).
+Each compares a set of generated images with a set of real ones through features or
+logits that the caller has already produced. Everything here is plain torch/numpy on
+tensors; nothing touches Optuna, the network or any global random state: the one
+randomised metric (:func:`kid`) takes its own ``np.random.Generator``. Metrics that
+compare two images pixel by pixel are in :mod:`gansearch.evaluators.fidelity`; the
+on-disk cache of the real images' features is in
+:mod:`gansearch.evaluators.reference_cache`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "GaussianStats",
     "MeanSpread",
-    "ReferenceFeatures",
-    "cached_reference_features",
-    "content_hash",
+    "feature_matrix",
     "fid",
     "frechet_distance",
     "gaussian_stats",
     "inception_score",
     "kid",
-    "psnr",
-    "ssim",
+    "polynomial_kernel",
     "summarize",
-    "teacher_fidelity",
 ]
-
-_CACHE_FORMAT_VERSION = "1"
 
 
 # --------------------------------------------------------------------------- FID
@@ -83,7 +71,21 @@ class GaussianStats:
         return int(self.mu.shape[0])
 
 
-def _features_2d(features: Tensor, name: str, *, min_rows: int = 2) -> np.ndarray:
+def feature_matrix(features: Tensor, name: str, *, min_rows: int = 2) -> np.ndarray:
+    """Check a feature set and return it as a float64 NumPy array.
+
+    Args:
+        features: Tensor of shape ``(N, D)``.
+        name: The argument's name, for error messages.
+        min_rows: Smallest accepted ``N``.
+
+    Returns:
+        The features as a float64 CPU array of shape ``(N, D)``.
+
+    Raises:
+        TypeError: If ``features`` is not a tensor.
+        ValueError: If the shape is wrong or a value is NaN or infinite.
+    """
     if not isinstance(features, Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, but got {type(features).__name__}.")
     if features.ndim != 2 or features.shape[0] < min_rows or features.shape[1] < 1:
@@ -106,7 +108,7 @@ def gaussian_stats(features: Tensor) -> GaussianStats:
     Returns:
         The float64 mean and covariance (``ddof=1``) of the rows.
     """
-    array = _features_2d(features, "features")
+    array = feature_matrix(features, "features")
     mu = array.mean(axis=0)
     sigma = np.atleast_2d(np.cov(array, rowvar=False))
     return GaussianStats(mu=mu, sigma=sigma, n=int(array.shape[0]))
@@ -215,8 +217,8 @@ def kid(
         raise TypeError(
             f"`generator` must be a np.random.Generator, but got {type(generator).__name__}."
         )
-    x = _features_2d(features_a, "features_a")
-    y = _features_2d(features_b, "features_b")
+    x = feature_matrix(features_a, "features_a")
+    y = feature_matrix(features_b, "features_b")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"Feature dimensions must match, but got ({x.shape[1]=}, {y.shape[1]=}).")
     m = min(subset_size, x.shape[0], y.shape[0])
@@ -282,139 +284,6 @@ def inception_score(logits: Tensor, *, splits: int = 1) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=0))
 
 
-# --------------------------------------------------------------------------- paired metrics
-
-
-def _check_pair(x: Tensor, y: Tensor, data_range: float) -> None:
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError("`x` and `y` must be torch.Tensors.")
-    if x.shape != y.shape:
-        raise ValueError(
-            f"`x.shape == y.shape` must hold, but got ({tuple(x.shape)}, {tuple(y.shape)})."
-        )
-    if x.numel() == 0:
-        raise ValueError("`x` and `y` must not be empty.")
-    if not data_range > 0 or not math.isfinite(data_range):
-        raise ValueError(f"`data_range > 0` must hold, but got ({data_range=}).")
-
-
-def _mse(x: Tensor, y: Tensor) -> float:
-    diff = x.detach().to("cpu", torch.float64) - y.detach().to("cpu", torch.float64)
-    return float(diff.square().mean())
-
-
-def _psnr_from_mse(mse: float, data_range: float) -> float:
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(data_range**2 / mse)
-
-
-def psnr(x: Tensor, y: Tensor, *, data_range: float) -> float:
-    """Peak signal-to-noise ratio ``10 log10(range^2 / MSE)`` over the whole batch.
-
-    The MSE is pooled over every element of the batch (not averaged per image).
-
-    Args:
-        x: Images, any shape.
-        y: Reference images, same shape as ``x``.
-        data_range: Width of the value range, e.g. 2.0 for images in ``[-1, 1]``.
-
-    Returns:
-        PSNR in dB; ``math.inf`` when ``x`` and ``y`` are identical.
-    """
-    _check_pair(x, y, data_range)
-    return _psnr_from_mse(_mse(x, y), data_range)
-
-
-def _gaussian_window(size: int, sigma: float) -> Tensor:
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    window = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    return window / window.sum()
-
-
-def ssim(
-    x: Tensor,
-    y: Tensor,
-    *,
-    data_range: float,
-    window_size: int = 7,
-    sigma: float = 1.5,
-) -> float:
-    """Structural similarity, averaged over batch, channels and valid window positions.
-
-    Wang et al., "Image Quality Assessment: From Error Visibility to Structural
-    Similarity" (IEEE TIP 2004), with ``K1 = 0.01``, ``K2 = 0.03`` and a separable
-    Gaussian window applied without padding ("valid"), so only windows that lie
-    fully inside the image count. The default 7x7 window works for 16x16 images.
-
-    Args:
-        x: Images, shape ``(N, C, H, W)``.
-        y: Reference images, same shape.
-        data_range: Width of the value range, e.g. 2.0 for images in ``[-1, 1]``.
-        window_size: Odd window side, at most ``min(H, W)``.
-        sigma: Standard deviation of the Gaussian window in pixels.
-
-    Returns:
-        Mean SSIM; 1.0 for identical images.
-    """
-    _check_pair(x, y, data_range)
-    if x.ndim != 4:
-        raise ValueError(f"`x` must have shape (N, C, H, W), but got {tuple(x.shape)}.")
-    height, width = x.shape[-2:]
-    if window_size < 1 or window_size % 2 == 0 or window_size > min(height, width):
-        raise ValueError(
-            f"`window_size` must be odd and within 1..min(H, W), "
-            f"but got ({window_size=}, H={height}, W={width})."
-        )
-    if not sigma > 0:
-        raise ValueError(f"`sigma > 0` must hold, but got ({sigma=}).")
-    channels = x.shape[1]
-    g = _gaussian_window(window_size, sigma)
-    kernel_h = g.view(1, 1, window_size, 1).repeat(channels, 1, 1, 1)
-    kernel_w = g.view(1, 1, 1, window_size).repeat(channels, 1, 1, 1)
-
-    def blur(t: Tensor) -> Tensor:
-        t = F.conv2d(t, kernel_h, groups=channels)
-        return F.conv2d(t, kernel_w, groups=channels)
-
-    a = x.detach().to("cpu", torch.float64)
-    b = y.detach().to("cpu", torch.float64)
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
-        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    )
-    return float(ssim_map.mean())
-
-
-def teacher_fidelity(
-    student: Tensor, teacher: Tensor, *, data_range: float = 2.0
-) -> dict[str, float]:
-    """How closely a compressed generator reproduces its teacher on the same latents.
-
-    Args:
-        student: Student outputs, e.g. ``(N, C, H, W)`` in ``[-1, 1]``.
-        teacher: Teacher outputs for the same latents, same shape.
-        data_range: Width of the value range (2.0 for ``[-1, 1]``).
-
-    Returns:
-        ``{"teacher_l1", "teacher_mse", "teacher_psnr"}``; the PSNR is ``math.inf``
-        when the outputs are identical.
-    """
-    _check_pair(student, teacher, data_range)
-    diff = student.detach().to("cpu", torch.float64) - teacher.detach().to("cpu", torch.float64)
-    mse = float(diff.square().mean())
-    return {
-        "teacher_l1": float(diff.abs().mean()),
-        "teacher_mse": mse,
-        "teacher_psnr": _psnr_from_mse(mse, data_range),
-    }
-
-
 # --------------------------------------------------------------------------- noise floor
 
 
@@ -458,142 +327,3 @@ def summarize(values: Iterable[float]) -> MeanSpread:
     same = bool(np.all(array == array[0]))
     std = float(array.std(ddof=1)) if len(floats) > 1 and not same else 0.0
     return MeanSpread(mean=float(array.mean()), std=std, n=len(floats), values=floats)
-
-
-# --------------------------------------------------------------------------- reference cache
-
-
-def _tensor_bytes(tensor: Tensor) -> bytes:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
-
-
-def content_hash(*parts: bytes | str | Tensor) -> str:
-    """SHA-256 hex digest over bytes, strings and tensors, in order.
-
-    Tensors are hashed by dtype, shape and the raw bytes of their contiguous CPU
-    copy, so equal tensors hash equally whatever their device or strides.
-
-    Args:
-        *parts: The values the hashed artifact depends on.
-
-    Returns:
-        64 hexadecimal characters.
-    """
-    hasher = hashlib.sha256()
-
-    def _update(tag: bytes, payload: bytes) -> None:
-        # Tag and length prefix keep the encoding unambiguous (b"ab" + b"c" != b"a" + b"bc").
-        hasher.update(tag + len(payload).to_bytes(8, "little") + payload)
-
-    for part in parts:
-        if isinstance(part, Tensor):
-            header = f"{part.dtype}|{tuple(part.shape)}".encode()
-            _update(b"T", header)
-            _update(b"D", _tensor_bytes(part))
-        elif isinstance(part, str):
-            _update(b"S", part.encode("utf-8"))
-        elif isinstance(part, (bytes, bytearray, memoryview)):
-            _update(b"B", bytes(part))
-        else:
-            raise TypeError(
-                f"`parts` must be bytes, str or torch.Tensor, but got {type(part).__name__}."
-            )
-    return hasher.hexdigest()
-
-
-@dataclass(frozen=True, eq=False)
-class ReferenceFeatures:
-    """Features of the real images, with their Gaussian statistics and cache key.
-
-    Attributes:
-        features: float32 CPU tensor of shape ``(N, D)`` (needed by KID).
-        stats: :func:`gaussian_stats` of ``features`` (needed by FID).
-        key: SHA-256 hex digest of everything the features depend on.
-    """
-
-    features: Tensor
-    stats: GaussianStats
-    key: str
-
-
-def _reference_key(key_parts: Mapping[str, bytes | str | Tensor]) -> str:
-    if not key_parts:
-        raise ValueError("`key_parts` must name at least one input, but got none.")
-    flat: list[bytes | str | Tensor] = []
-    for name in sorted(key_parts):
-        flat.extend((name, key_parts[name]))
-    return content_hash(_CACHE_FORMAT_VERSION, *flat)
-
-
-def _read_cached(path: Path, key: str) -> Tensor | None:
-    """The cached features, or ``None`` when the file is missing, unreadable or stale."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("key") != key:
-                return None
-            features = handle.get_tensor("features")
-    except Exception:  # noqa: BLE001 - any unreadable cache file is recomputed
-        return None
-    if features.ndim != 2 or features.shape[0] < 2 or features.dtype != torch.float32:
-        return None
-    return features
-
-
-def _write_atomic(path: Path, features: Tensor, key: str) -> None:
-    from safetensors.torch import save_file
-
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"features": features}, tmp_name, metadata={"key": key})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def cached_reference_features(
-    key_parts: Mapping[str, bytes | str | Tensor],
-    compute: Callable[[], Tensor],
-    cache_dir: Path,
-) -> ReferenceFeatures:
-    """Load the reference features from the cache, or compute and store them.
-
-    The key is the SHA-256 over the key parts sorted by name (callers pass e.g. the
-    real-image tensor, the feature network's state_dict bytes and the protocol
-    string), so any change to an input gives a new file. The file
-    ``cache_dir / f"ref-{key[:16]}.safetensors"`` holds the features and the full
-    key in its metadata; it is written atomically (temporary file in the same
-    directory, then ``os.replace``). A missing, corrupt or mismatching file is
-    recomputed and overwritten.
-
-    Args:
-        key_parts: Named inputs the features depend on.
-        compute: Produces the ``(N, D)`` features; called only on a cache miss.
-        cache_dir: Directory of the cache; created if needed.
-
-    Returns:
-        The features, their Gaussian statistics and the key.
-    """
-    key = _reference_key(key_parts)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"ref-{key[:16]}.safetensors"
-
-    features = _read_cached(path, key)
-    if features is None:
-        computed = compute()
-        if not isinstance(computed, Tensor):
-            raise TypeError(
-                f"`compute` must return a torch.Tensor, but returned {type(computed).__name__}."
-            )
-        _features_2d(computed, "compute()")
-        features = computed.detach().to("cpu", torch.float32).contiguous()
-        _write_atomic(path, features, key)
-    return ReferenceFeatures(features=features, stats=gaussian_stats(features), key=key)

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gansearch.evaluators import cost, quality
+from gansearch.evaluators import cost, fidelity, macs, quality
 from gansearch.evaluators.objectives import METRICS
+from gansearch.evaluators.reference_cache import ReferenceFeatures
 
 Embedder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -106,9 +107,9 @@ class Scorer:
         protocol: ScoringProtocol,
         latents: Mapping[int, torch.Tensor],
         embed: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
-        reference: quality.ReferenceFeatures | None,
+        reference: ReferenceFeatures | None,
         teacher_outputs: Mapping[int, torch.Tensor] | None = None,
-        inception: tuple[Embedder, quality.ReferenceFeatures] | None = None,
+        inception: tuple[Embedder, ReferenceFeatures] | None = None,
     ) -> None:
         if (embed is None) != (reference is None):
             raise ValueError("`embed` and `reference` must be given together.")
@@ -173,7 +174,7 @@ class Scorer:
             )
         if self.teacher_outputs is not None:
             values.update(
-                quality.teacher_fidelity(
+                fidelity.teacher_fidelity(
                     images.cpu(),
                     self.teacher_outputs[seed].cpu(),
                     data_range=self.protocol.data_range,
@@ -199,7 +200,7 @@ class Scorer:
             threads=self.protocol.latency_threads,
         )
         values = {
-            "macs": float(cost.count_macs(generator, example)),
+            "macs": float(macs.count_macs(generator, example)),
             "params": float(cost.count_params(generator)),
             "stored_bytes": float(cost.stored_bytes(generator)),
             "bitops": float(cost.bitops(generator, example)),

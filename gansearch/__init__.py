@@ -1,7 +1,7 @@
 """gansearch: joint multi-objective search for compressed GAN generators.
 
 ``gansearch.export(compressed, path)`` and ``gansearch.load(path)`` (artifacts, see
-:mod:`gansearch.compress.export`) are resolved lazily, so ``import gansearch`` stays
+:mod:`gansearch.compress.artifact`) are resolved lazily, so ``import gansearch`` stays
 free of torch.
 """
 
@@ -11,7 +11,7 @@ from gansearch.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {"export": "gansearch.compress.export", "load": "gansearch.compress.export"}
+_LAZY = {"export": "gansearch.compress.artifact", "load": "gansearch.compress.artifact"}
 __getattr__ = lazy_exports(__name__, _LAZY)
 
 

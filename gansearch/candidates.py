@@ -3,7 +3,7 @@
 A :class:`CandidateEvaluator` is created once per process (or per Ray worker). It loads
 the teacher, the data, the reference statistics and, when the space has OFA widths, the
 supernet, once; :meth:`CandidateEvaluator.evaluate` then turns gene values into a
-:class:`~gansearch.study.CandidateResult` and never raises for a broken candidate: an
+:class:`CandidateResult` and never raises for a broken candidate: an
 exception, a non-finite metric or a diverging fine-tune becomes a failure with its reason.
 """
 
@@ -13,7 +13,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,39 @@ from gansearch.evaluate import prepare_scorer
 from gansearch.evaluators.objectives import Constraint
 from gansearch.evaluators.scorer import Score
 from gansearch.spaces.joint import JointSpace
-from gansearch.study import CandidateResult
+from gansearch.supernets import supernet_directory, supernet_entry
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """What evaluating one candidate produced: objective values or a failure reason.
+
+    Attributes:
+        plan_json: the candidate's :class:`CompressionPlan` as JSON (``"{}"`` when the
+            gene values could not even be decoded).
+        values: the study's objective values, in its order; ``None`` for a failure.
+        metrics: every measured metric (quality means, costs).
+        spread: the noise floor of each quality metric (std over evaluation seeds).
+        constraints: one value per study constraint; ``<= 0`` holds (Optuna's convention).
+        failure: why the candidate failed, or ``None``.
+        seconds: wall time of the evaluation.
+    """
+
+    plan_json: str
+    values: tuple[float, ...] | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    spread: Mapping[str, float] = field(default_factory=dict)
+    constraints: tuple[float, ...] = ()
+    failure: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return self.failure is None and all(c <= 0 for c in self.constraints)
+
 
 CALIBRATION_BATCHES = 8
 CALIBRATION_BATCH_SIZE = 64
-
-
-def supernet_directory(config: StudyConfig, benchmark: Benchmark) -> Path:
-    from gansearch.zoo.weights_io import weights_dir
-
-    if config.model is None:
-        return weights_dir(benchmark.name, config.weights)
-    return config.study_dir() / "supernet"
 
 
 class CandidateEvaluator:
@@ -51,7 +72,7 @@ class CandidateEvaluator:
     """
 
     def __init__(self, config: StudyConfig, benchmark: Benchmark | None = None) -> None:
-        from gansearch.compress.supernet import calibration_latents
+        from gansearch.compress.batchnorm import calibration_latents
 
         self.config = config
         self.benchmark = benchmark if benchmark is not None else load_benchmark(config)
@@ -77,12 +98,11 @@ class CandidateEvaluator:
     def _load_supernet(self) -> Any:
         from gansearch.compress.supernet import load_supernet
 
-        directory = supernet_directory(self.config, self.benchmark)
         return load_supernet(
             self.teacher,
             self.space.structure,
-            directory,
-            entry=f"{self.benchmark.name}-supernet",
+            supernet_directory(self.config, self.benchmark),
+            entry=supernet_entry(self.benchmark),
             hint="run `gansearch supernet train` for this study, or set `space.ofa: off`",
         )
 
@@ -92,7 +112,7 @@ class CandidateEvaluator:
         self, plan: CompressionPlan, *, finetune_steps: int | None = None
     ) -> CompressedGenerator:
         """Apply the plan, recalibrate BatchNorm, and optionally distil briefly."""
-        from gansearch.compress.supernet import recalibrate_batchnorm
+        from gansearch.compress.batchnorm import recalibrate_batchnorm
 
         if plan.widths is not None and self.supernet is None:
             raise ValueError("the plan has OFA widths but the study has no supernet (`space.ofa`)")
@@ -123,7 +143,7 @@ class CandidateEvaluator:
             self.teacher,
             self.benchmark.discriminator,
             self.benchmark.real,
-            base.model_copy(update={"steps": steps}),
+            base.model_copy(update={"steps": steps}).recipe(),
             latent_shape=self.benchmark.latent_shape,
         )
         return CompressedGenerator(result.student, compressed.plan, compressed.structure)
@@ -184,18 +204,36 @@ class CandidateEvaluator:
         return model.eval()(self.benchmark.latents(n, seed))
 
 
-@dataclass(frozen=True)
-class WorkerEvaluate:
-    """A picklable factory a Ray worker calls once: a :class:`CandidateEvaluator`'s ``evaluate``.
+class EvaluatorHandle:
+    """The evaluate-function factory an engine calls once per worker; picklable.
 
-    ``torch_threads`` caps torch's intra-op threads in the worker (its CPU share), so that
-    several workers on one machine do not oversubscribe its cores.
+    In the controller it hands out the controller's own evaluator (built once, or
+    :meth:`attach`-ed), so the local engine scores with the evaluator that already holds the
+    space and the teacher's metrics. A copy sent to a Ray worker never carries that
+    evaluator (:meth:`__getstate__`): the worker builds its own, after capping torch's
+    intra-op threads at ``torch_threads`` (its CPU share), so that several workers on one
+    machine do not oversubscribe its cores.
     """
 
-    config: StudyConfig
-    torch_threads: int | None = None
+    def __init__(self, config: StudyConfig, torch_threads: int | None = None) -> None:
+        self.config = config
+        self.torch_threads = torch_threads
+        self._evaluator: CandidateEvaluator | None = None
+
+    def attach(self, evaluator: CandidateEvaluator) -> None:
+        """Use ``evaluator`` in this process instead of building one."""
+        self._evaluator = evaluator
+
+    def evaluator(self) -> CandidateEvaluator:
+        """This process's evaluator, built on first use."""
+        if self._evaluator is None:
+            self._evaluator = CandidateEvaluator(self.config)
+        return self._evaluator
 
     def __call__(self) -> Callable[[Mapping[str, Any]], CandidateResult]:
-        if self.torch_threads is not None:
-            torch.set_num_threads(self.torch_threads)
-        return CandidateEvaluator(self.config).evaluate
+        if self._evaluator is None and self.torch_threads is not None:
+            torch.set_num_threads(self.torch_threads)  # a worker: the controller keeps its own
+        return self.evaluator().evaluate
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "torch_threads": self.torch_threads, "_evaluator": None}

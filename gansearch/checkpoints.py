@@ -8,14 +8,13 @@ unreadable file, a tensor whose shape does not fit the model) is a
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from gansearch.errors import CheckpointError
+from gansearch.files import atomic_path
 
 
 def sha256_file(path: Path) -> str:
@@ -72,17 +71,9 @@ def save_weights(model: nn.Module, path: str | Path) -> str:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return sha256_file(path)

@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from gansearch.compress import recipes
 from gansearch.errors import ConfigError
+from gansearch.search.registry import ENGINE_NAMES, SAMPLER_NAMES, STRATEGY_NAMES
 from gansearch.spaces.config import SpaceConfig
 
 
@@ -87,13 +97,10 @@ class CustomModel(_Section):
         return value
 
 
-_LOSS_TERMS = ("pixel", "adversarial", "class_logits", "feature", "perceptual")
-
-
 class DistillLosses(_Section):
     """Weights of the knowledge-distillation loss terms; a weight of 0 switches a term off.
 
-    The terms follow the survey's Eq. 1-8 (see :mod:`gansearch.compress.distill`):
+    The terms follow the survey's Eq. 1-8 (see :mod:`gansearch.compress.distill_loss`):
     ``pixel`` (Eq. 2, L1 or L2 by ``pixel_norm``), ``adversarial`` (Eq. 1/3),
     ``class_logits`` (Eq. 4-5), ``feature`` (Eq. 6-7, learned 1x1 mappings on
     ``feature_layers``, default: the generator's norm layers) and ``perceptual`` (Eq. 8,
@@ -112,14 +119,14 @@ class DistillLosses(_Section):
 
     @model_validator(mode="after")
     def _some_term_on(self) -> DistillLosses:
-        if not any(getattr(self, term) > 0 for term in _LOSS_TERMS):
-            terms = ", ".join(_LOSS_TERMS)
+        if not any(getattr(self, term) > 0 for term in recipes.LOSS_TERMS):
+            terms = ", ".join(recipes.LOSS_TERMS)
             raise ValueError(f"at least one loss weight must be > 0 (terms: {terms})")
         return self
 
-    def active(self) -> dict[str, float]:
-        """Term name -> weight, for the terms switched on."""
-        return {term: getattr(self, term) for term in _LOSS_TERMS if getattr(self, term) > 0}
+    def recipe(self) -> recipes.DistillLosses:
+        """The validated weights as the compress layer's frozen value."""
+        return recipes.DistillLosses(**self.model_dump())
 
 
 class DistillConfig(_Section):
@@ -130,6 +137,10 @@ class DistillConfig(_Section):
     batch_size: int = Field(64, ge=2)
     seed: int = 0
     losses: DistillLosses = DistillLosses()
+
+    def recipe(self) -> recipes.DistillRecipe:
+        """The validated section as the compress layer's frozen value."""
+        return recipes.DistillRecipe(**{**self.model_dump(), "losses": self.losses.recipe()})
 
 
 class SupernetConfig(_Section):
@@ -157,6 +168,10 @@ class SupernetConfig(_Section):
             raise ValueError(f"ratios repeat a value: {list(ratios)}")
         return tuple(sorted(ratios))
 
+    def recipe(self) -> recipes.SupernetRecipe:
+        """The validated section as the compress layer's frozen value."""
+        return recipes.SupernetRecipe(**{**self.model_dump(), "losses": self.losses.recipe()})
+
 
 class WorkerResources(_Section):
     """What one Ray worker (one candidate in flight) reserves: CPUs and optionally a GPU."""
@@ -181,8 +196,8 @@ class SearchConfig(_Section):
     to ``max_retries`` times before it fails.
     """
 
-    strategy: Literal["optuna", "deap", "hybrid"] = "hybrid"
-    sampler: Literal["tpe", "nsga2", "nsga3", "gp", "random"] = "tpe"
+    strategy: str = "hybrid"
+    sampler: str = "tpe"
     trials: int = Field(60, ge=1)
     timeout: float | None = Field(None, gt=0)
     population: int = Field(16, ge=4)
@@ -192,12 +207,22 @@ class SearchConfig(_Section):
     finetune_steps: int = Field(0, ge=0)
     storage: str | None = None
     enqueue_reference_plans: bool = True
-    engine: Literal["local", "ray"] = "local"
+    engine: str = "local"
     workers: int = Field(1, ge=1)
     address: str | None = None
     resources: WorkerResources = WorkerResources()
     candidate_timeout: float | None = Field(None, gt=0)
     max_retries: int = Field(1, ge=0)
+
+    @field_validator("strategy", "sampler", "engine")
+    @classmethod
+    def _registered_name(cls, name: str, info: ValidationInfo) -> str:
+        known = {"strategy": STRATEGY_NAMES, "sampler": SAMPLER_NAMES, "engine": ENGINE_NAMES}
+        if name not in known[info.field_name]:
+            raise ValueError(
+                f"`{info.field_name}` must be one of {known[info.field_name]}, but got {name!r}."
+            )
+        return name
 
     @field_validator("constraints")
     @classmethod
@@ -207,6 +232,18 @@ class SearchConfig(_Section):
         for text in constraints:
             Constraint.parse(text)
         return constraints
+
+    def strategy_options(self, strategy: str) -> dict[str, object]:
+        """The keyword options this section gives the strategy called ``strategy``."""
+        if strategy == "optuna":
+            return {"sampler": self.sampler, "population_size": self.population}
+        if strategy == "deap":
+            return {
+                "population_size": self.population,
+                "crossover_prob": self.crossover_prob,
+                "mutation_prob": self.mutation_prob,
+            }
+        return {"population_size": self.population}
 
 
 class StudyConfig(_Section):

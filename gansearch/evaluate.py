@@ -10,7 +10,7 @@ import torch
 
 from gansearch.benchmarks import Benchmark
 from gansearch.config import EvaluationProtocol, StudyConfig
-from gansearch.evaluators import quality
+from gansearch.evaluators import reference_cache
 from gansearch.evaluators.scorer import Score, Scorer, ScoringProtocol, generate
 
 
@@ -66,7 +66,7 @@ def prepare_scorer(
                 chunks = benchmark.real.to(device).split(evaluation.batch_size)
                 return torch.cat([features(chunk)[0] for chunk in chunks]).float().cpu()
 
-        reference = quality.cached_reference_features(
+        reference = reference_cache.cached_reference_features(
             {
                 "real": benchmark.real,
                 "features": _state_bytes(features),
@@ -82,7 +82,7 @@ def prepare_scorer(
         embed_inception = load_inception_features(
             evaluation.inception.weights, device=config.device
         )
-        inception_reference = quality.cached_reference_features(
+        inception_reference = reference_cache.cached_reference_features(
             {
                 "real": benchmark.real,
                 "weights": str(evaluation.inception.weights),
@@ -109,7 +109,7 @@ def evaluate_teacher(benchmark: Benchmark, config: StudyConfig) -> Score:
 
 def evaluate_artifact(benchmark: Benchmark, config: StudyConfig, artifact: Path) -> Score:
     """Score an exported artifact (loaded without pickle) against the study's teacher."""
-    from gansearch.compress.export import load
+    from gansearch.compress.artifact import load
 
     model = load(artifact)
     return prepare_scorer(benchmark, config).score(model.to(config.device))

@@ -11,7 +11,7 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], An
     """A module ``__getattr__`` resolving ``name`` from ``exports[name]`` on first use.
 
     ``exports`` maps an attribute to the module defining it: absolute
-    (``"gansearch.compress.export"``) or relative to ``package`` (``"plan"``).
+    (``"gansearch.compress.artifact"``) or relative to ``package`` (``"plan"``).
     """
 
     def __getattr__(name: str) -> Any:

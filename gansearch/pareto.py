@@ -1,11 +1,13 @@
 """The Pareto front of a study, read back from its Optuna storage.
 
-Only COMPLETE trials whose constraints all hold (Optuna's ``constraints`` system
-attribute, <= 0 = satisfied) are candidates for the front. Hypervolume is computed in a
+Only COMPLETE trials whose constraints all hold (Optuna's public ``FrozenTrial.constraints``,
+<= 0 = satisfied) are candidates for the front. Hypervolume is computed in a
 teacher-relative space so that studies with different objectives' scales compare: each
 objective is divided by the teacher's value and turned into a loss (maximised metrics
 are negated), and the reference point is stated with the result (see
-:func:`reference_point`).
+:func:`reference_point`). The hypervolume itself is ``moocore.hypervolume`` (exact; the
+algorithms of Fonseca, Paquete and Lopez-Ibanez, CEC 2006, and Guerreiro and Fonseca,
+IEEE TEC 2018).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ class FrontPoint:
 
 
 def is_feasible(trial: Any) -> bool:
-    constraints = trial.system_attrs.get("constraints")
-    return constraints is None or all(c <= 0 for c in constraints)
+    """Whether every constraint of ``trial`` (a ``FrozenTrial``) is <= 0; none: feasible."""
+    return all(value <= 0 for value in trial.constraints.values())
 
 
 def losses(values: Sequence[float], objectives: Sequence[str]) -> np.ndarray:
@@ -108,8 +110,12 @@ def reference_point(objectives: Sequence[str]) -> np.ndarray:
 def hypervolume(
     points: Sequence[Sequence[float]], objectives: Sequence[str], teacher: Mapping[str, float]
 ) -> float:
-    """Hypervolume of ``points`` (objective values) against :func:`reference_point`."""
-    from optuna._hypervolume import compute_hypervolume
+    """Hypervolume of ``points`` (objective values) against :func:`reference_point`.
+
+    Points are made teacher-relative losses (:func:`relative_losses`); only those strictly
+    better than the reference point in every objective add volume.
+    """
+    import moocore
 
     reference = reference_point(objectives)
     if not points:
@@ -118,7 +124,7 @@ def hypervolume(
     inside = np.all(relative < reference, axis=1)
     if not inside.any():
         return 0.0
-    return float(compute_hypervolume(relative[inside], reference))
+    return float(moocore.hypervolume(relative[inside], ref=reference))
 
 
 def knee(

@@ -1,18 +1,19 @@
-"""The strategy protocol: what every search strategy offers the engine.
+"""The strategy base class: what every search strategy offers the engine.
 
 A strategy decides *what to evaluate next*; the engine decides *where it runs* (the split
-DEAP makes between an algorithm and its ``map``). The protocol is as small as Optuna's
-``BaseSampler``:
+DEAP makes between an algorithm and its ``map``). :class:`Strategy` is as small as Optuna's
+``BaseSampler``: two abstract methods,
 
 * :meth:`Strategy.ask` returns a :class:`Proposal` (a strategy-local number and the params);
 * :meth:`Strategy.tell` reports the objective values, or a :class:`Failure`, and optional
-  constraint values (``<= 0`` means feasible, Optuna's convention).
+  constraint values (``<= 0`` means feasible, Optuna's convention),
 
-Optional hooks, which a strategy may or may not provide (check with ``hasattr``):
+and optional hooks that do nothing by default, so that callers use them unconditionally:
 
-* ``reseed(seed)``: restart the strategy's own random generators from ``seed``;
-* ``enqueue(params)``: evaluate ``params`` soon (the teacher, a uniform int8 start);
-* ``state_dict() -> dict`` / ``load_state_dict(state)``: JSON-serialisable state to resume.
+* :meth:`Strategy.enqueue`: evaluate given params soon (the teacher, a uniform int8 start);
+* :meth:`Strategy.reseed`: restart the strategy's own random generators from a seed;
+* :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict`: JSON-serialisable state
+  to resume from (``None``: nothing to save).
 
 Several proposals may be in flight at once (ask several times before telling). Each
 strategy documents how its proposals depend on the order in which results come back.
@@ -24,11 +25,12 @@ declaration; helpers here turn them into DEAP fitness weights.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
@@ -61,22 +63,49 @@ class Failure:
 Result = Sequence[float] | Failure
 
 
-@runtime_checkable
-class Strategy(Protocol):
-    """What the engine needs from a search strategy (see the module docstring)."""
+class Strategy(abc.ABC):
+    """Base class of the search strategies (see the module docstring).
 
+    Subclasses implement :meth:`ask` and :meth:`tell`; the other methods are optional hooks
+    whose defaults do nothing, as Optuna's ``BaseSampler.before_trial`` / ``reseed_rng`` do.
+    """
+
+    @abc.abstractmethod
     def ask(self) -> Proposal:
-        """Propose the next candidate."""
-        ...
+        """Propose the next candidate; its number is larger than every earlier one's."""
 
+    @abc.abstractmethod
     def tell(
         self,
         proposal: Proposal,
         result: Sequence[float] | Failure,
         constraints: Sequence[float] | None = None,
     ) -> None:
-        """Report the objective values (or a failure) and constraint values of ``proposal``."""
-        ...
+        """Report the objective values (or a failure) and constraint values of ``proposal``.
+
+        Raises:
+            ValueError: for a proposal that is not in flight, or a malformed result.
+        """
+
+    def enqueue(self, params: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Propose ``params`` (verbatim) soon, e.g. the teacher as a seed of the search.
+
+        The default ignores seeds: a strategy that cannot take them proposes as usual.
+        """
+
+    def reseed(self, seed: int | None) -> None:  # noqa: B027 - optional hook
+        """Restart the strategy's own random generators from ``seed`` (default: no-op)."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """JSON-serialisable state to resume from; ``None`` (the default): nothing to save."""
+        return None
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Resume from what :meth:`state_dict` returned (default: no-op).
+
+        Raises:
+            ValueError: for a state that does not fit this strategy.
+        """
 
 
 def validate_directions(directions: Sequence[str]) -> tuple[str, ...]:
@@ -163,6 +192,28 @@ def is_ordinal(gene: Choice) -> bool:
 def make_rng(seed: int | None) -> np.random.Generator:
     """A strategy-owned generator (fresh OS entropy when ``seed is None``)."""
     return np.random.default_rng(seed)
+
+
+def entropy(seed: int | None) -> int:
+    """``seed`` itself, or fresh OS entropy (an int that can be saved) when ``seed is None``.
+
+    Raises:
+        ValueError: for a negative seed.
+    """
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+    if seed < 0:
+        raise ValueError(f"`seed >= 0` must hold, but got {seed=}.")
+    return int(seed)
+
+
+def child_seed(seed: int, index: int) -> int:
+    """A 32-bit seed from the ``index``-th child of ``np.random.SeedSequence(seed)``.
+
+    The same as ``SeedSequence(seed).spawn(index + 1)[index].generate_state(1)[0]``: children
+    are statistically independent streams, and any one is computed without the others.
+    """
+    return int(np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1)[0])
 
 
 def encode_params(space: GeneSpace, params: Mapping[str, Any]) -> dict[str, Any]:

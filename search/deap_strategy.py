@@ -46,6 +46,10 @@ parents and join the generation (so the generation only advances when they are t
 Resume: :meth:`state_dict` holds parents, the current generation, the queue and the
 generator state as JSON data; :meth:`load_state_dict` continues the evolution exactly
 (individuals in flight when saving are handed out again).
+
+Length: this module is longer than ~400 lines because it is one algorithm whose selection,
+variation and state share the population's bookkeeping; split, each part would need the
+others' private state.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from deap import base, tools
 from gansearch.search.base import (
     Failure,
     Proposal,
+    Strategy,
     check_result,
     decode_params,
     encode_params,
@@ -113,7 +118,7 @@ class Individual:
         return math.inf if self.failed else total_violation(self.constraints)
 
 
-class DeapStrategy:
+class DeapStrategy(Strategy):
     """NSGA-II over the full genome (see the module docstring).
 
     Args:
@@ -195,7 +200,7 @@ class DeapStrategy:
         self._rank: list[int] = []
         self._crowding: list[float] = []
 
-    # -- protocol ---------------------------------------------------------------------------
+    # -- the strategy ------------------------------------------------------------------------
 
     def ask(self) -> Proposal:
         """Hand out the next individual of the current generation (breeding it if needed)."""
@@ -234,8 +239,6 @@ class DeapStrategy:
             m.status == "told" for m in self._members
         ):
             self._advance()
-
-    # -- optional hooks ----------------------------------------------------------------------
 
     def enqueue(self, params: Mapping[str, Any]) -> None:
         """Hand out ``params`` at the next ask, as a member of the current generation.

@@ -1,13 +1,15 @@
 """Execution engines: *where* candidates are evaluated (DEAP's ``map``, made asynchronous).
 
-The strategy decides what to evaluate next; an engine only runs it. Both engines offer
-the same small protocol (:class:`Engine`):
+The strategy decides what to evaluate next; an engine only runs it. Both engines subclass
+the same small abstract base class (:class:`Engine`):
 
 * ``slots``: how many candidates may be in flight at once;
 * ``submit(ticket, params)``: start evaluating ``params``; ``ticket`` is the caller's id;
 * ``wait() -> Finished``: block until one submitted candidate is done (in any order);
 * ``cancel() -> list[ticket]``: drop everything in flight (Ctrl-C), returning the tickets;
 * ``close()``: stop the workers (and the Ray it started, if any). Engines are context managers.
+
+:func:`gansearch.search.registry.make_engine` builds an engine from its name.
 
 An engine never raises for a broken candidate: the evaluator's own result comes back as
 ``Finished.result``, and what the engine itself saw go wrong (a worker process that died
@@ -31,6 +33,7 @@ statistics when a worker starts, never once per candidate.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 import os
@@ -39,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from gansearch.errors import GansearchError
@@ -47,11 +50,6 @@ from gansearch.search.base import Failure
 
 Params = Mapping[str, Any]
 EvaluateFactory = Callable[[], Callable[[Params], Any]]
-
-#: Test-only hook: ``K`` makes the *first* Ray worker exit abruptly (``os._exit(1)``) on its
-#: K-th candidate, as if the process had been killed mid-candidate. Replacement workers
-#: never do it. Read by :class:`RayEngine` in the driver; never set it outside tests.
-TEST_WORKER_EXIT_ENV = "GANSEARCH_TEST_WORKER_EXIT"
 
 CONNECT_TIMEOUT_S = 3.0
 
@@ -69,25 +67,52 @@ class Finished:
     attempts: int = 1
 
 
-class Engine(Protocol):
-    """Where candidates run (see the module docstring)."""
+class Engine(abc.ABC):
+    """Where candidates run (see the module docstring); a context manager that closes itself.
+
+    Attributes:
+        slots: how many candidates may be in flight at once.
+    """
 
     slots: int
 
-    def submit(self, ticket: Hashable, params: Params) -> None: ...
+    @abc.abstractmethod
+    def submit(self, ticket: Hashable, params: Params) -> None:
+        """Start evaluating ``params``; ``ticket`` identifies it in :meth:`wait`'s answer."""
 
-    def wait(self) -> Finished: ...
+    @abc.abstractmethod
+    def wait(self) -> Finished:
+        """Block until one submitted candidate is done, in any order.
 
-    def cancel(self) -> list[Hashable]: ...
+        Raises:
+            RuntimeError: when nothing is submitted.
+        """
 
-    def close(self) -> None: ...
+    @abc.abstractmethod
+    def cancel(self) -> list[Hashable]:
+        """Drop every candidate submitted and not yet finished; return their tickets."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop the workers; calling it again does nothing."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- local
 
 
-class LocalEngine:
-    """Serial, in-process evaluation: the evaluator is built once, on first use."""
+class LocalEngine(Engine):
+    """Serial, in-process evaluation: the evaluator is built once, on first use.
+
+    Args:
+        factory: builds ``params -> result``, called once on the first :meth:`wait`.
+        evaluate: the ready ``params -> result`` instead (give exactly one of the two).
+    """
 
     slots = 1
 
@@ -119,12 +144,6 @@ class LocalEngine:
     def close(self) -> None:
         self._queue.clear()
 
-    def __enter__(self) -> LocalEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 # --------------------------------------------------------------------------- ray
 
@@ -132,18 +151,13 @@ class LocalEngine:
 class _CandidateWorker:
     """The body of one Ray actor: builds the evaluator once, then evaluates candidates."""
 
-    def __init__(self, factory: EvaluateFactory, exit_on: int | None = None) -> None:
+    def __init__(self, factory: EvaluateFactory) -> None:
         self._evaluate = factory()
-        self._exit_on = exit_on
-        self._count = 0
 
     def ready(self) -> int:
         return os.getpid()
 
     def evaluate(self, params: Params) -> Any:
-        self._count += 1
-        if self._exit_on is not None and self._count == self._exit_on:
-            os._exit(1)  # the test-only hook of TEST_WORKER_EXIT_ENV
         return self._evaluate(params)
 
 
@@ -182,7 +196,7 @@ def preflight(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
-class RayEngine:
+class RayEngine(Engine):
     """Evaluate candidates on long-lived Ray actors (see the module docstring).
 
     Args:
@@ -220,14 +234,13 @@ class RayEngine:
         started = time.perf_counter()
         self._connect(address, workers)
         self.connect_seconds = time.perf_counter() - started
-        exit_on = os.environ.get(TEST_WORKER_EXIT_ENV)
         self._pending: deque[_Task] = deque()
         self._starting: dict[Any, Any] = {}  # ready ref -> actor
         self._idle: list[Any] = []
         self._running: dict[Any, tuple[Any, _Task]] = {}  # result ref -> (actor, task)
         self.pids: list[int] = []  # of every actor started (tests check they are gone)
-        for index in range(workers):
-            self._start_actor(int(exit_on) if exit_on and index == 0 else None)
+        for _ in range(workers):
+            self._start_actor()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -258,8 +271,8 @@ class RayEngine:
             num_cpus=self._cpus, num_gpus=self._gpus, max_restarts=0, max_task_retries=0
         )
 
-    def _start_actor(self, exit_on: int | None = None) -> None:
-        actor = self._actor_class.remote(self._factory, exit_on)
+    def _start_actor(self) -> None:
+        actor = self._actor_class.remote(self._factory)
         self._starting[actor.ready.remote()] = actor
 
     def _kill(self, actor: Any) -> None:
@@ -287,13 +300,7 @@ class RayEngine:
         # Stops the private Ray this engine started; on a joined cluster it only disconnects.
         self._ray.shutdown()
 
-    def __enter__(self) -> RayEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ the protocol
+    # ------------------------------------------------------------------ the engine
 
     def submit(self, ticket: Hashable, params: Params) -> None:
         self._pending.append(_Task(ticket, params))
@@ -395,30 +402,3 @@ def _first(error: BaseException) -> str:
     """The first meaningful line of a (possibly multi-line) Ray error."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0][:300] if lines else type(error).__name__
-
-
-def make_engine(
-    name: str,
-    factory: EvaluateFactory,
-    *,
-    workers: int = 1,
-    address: str | None = None,
-    cpus: float = 1.0,
-    gpus: float = 0.0,
-    timeout: float | None = None,
-    max_retries: int = 1,
-) -> LocalEngine | RayEngine:
-    """The engine called ``name`` (``"local"`` or ``"ray"``)."""
-    if name == "local":
-        return LocalEngine(factory)
-    if name == "ray":
-        return RayEngine(
-            factory,
-            workers=workers,
-            address=address,
-            cpus=cpus,
-            gpus=gpus,
-            timeout=timeout,
-            max_retries=max_retries,
-        )
-    raise EngineError(f"unknown engine {name!r}; known: local, ray")

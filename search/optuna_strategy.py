@@ -21,29 +21,33 @@ Constraints use Optuna 5's first-class API: ``Trial.set_constraint(key, value)``
 reads them back through ``FrozenTrial.constraints`` (``<= 0`` is feasible). Failures are
 told as ``TrialState.FAIL`` and ignored by the samplers.
 
-Samplers (Bergstra et al., "Algorithms for Hyper-Parameter Optimization", NeurIPS 2011,
-for TPE; Deb et al., "A Fast and Elitist Multiobjective Genetic Algorithm: NSGA-II", IEEE
-TEVC 2002; Deb & Jain, "An Evolutionary Many-Objective Optimization Algorithm Using
-Reference-Point-Based Nondominated Sorting Approach" (NSGA-III), IEEE TEVC 2014):
+The sampler is injected: a *sampler factory* ``seed -> BaseSampler`` (named presets, TPE,
+NSGA-II, NSGA-III, GP and random with their options, are built by
+:mod:`gansearch.search.registry`). Optuna samplers expose no portable generator state, so
+the strategy makes a fresh sampler before every ask, seeded with the ``n``-th child of
+``np.random.SeedSequence(seed)`` where ``n`` is the number of trials in its private study.
+A proposal therefore depends only on the seed and the history of asks, tells and
+observations, never on how many samplers came before; this is what makes resume exact.
 
-* ``"tpe"``: ``TPESampler(multivariate=True, constant_liar=True)``. Proposals in flight are
-  treated as RUNNING trials with a pessimistic "lie", so several can be asked at once.
-* ``"nsga2"`` / ``"nsga3"``: Optuna's generation logic, ``population_size`` per generation.
-* ``"gp"``: ``GPSampler``. Optuna 5's GP handles categorical and integer parameters, several
-  objectives (log EHVI) and constraints (log CEHVI), so the full space is supported; it
-  runs on torch *inside Optuna* (this module never imports torch) and costs
-  seconds per proposal after a few hundred trials, so keep it for small budgets.
-* ``"random"``: ``RandomSampler``, the baseline.
+Determinism and in-flight behaviour: with the same seed and the same sequence of asks and
+tells the proposals are identical. With several proposals in flight, a sampler sees the
+ones not yet told as RUNNING trials (TPE's constant liar), so its proposals depend on which
+results were told before each ask, and on nothing else.
 
-Determinism: with the same seed and the same sequence of asks and tells the proposals are
-identical. With several proposals in flight, TPE's proposals depend on which results have
-been told before each ask (constant liar), not on anything else.
+Resume: :meth:`OptunaStrategy.state_dict` is the seed plus the log of asks, tells and
+observations. :meth:`OptunaStrategy.load_state_dict` replays the log, asking the sampler
+again for every sampled proposal (which restores what samplers keep in the study, such as
+NSGA-II's generations and parents) and checking that it proposes what it proposed then.
+A restored strategy therefore continues exactly as the uninterrupted one, at the cost of
+re-running the sampler over the history once (seconds for TPE at a few hundred trials,
+more for the GP). Proposals in flight when the state was saved are handed out again by
+the next asks.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -53,29 +57,37 @@ from optuna.trial import TrialState
 from gansearch.search.base import (
     Failure,
     Proposal,
+    Strategy,
     check_result,
+    child_seed,
+    decode_params,
     encode_params,
+    entropy,
     in_flight,
     is_ordinal,
     validate_directions,
 )
 from gansearch.spaces.genes import GeneSpace, Mask
 
-SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
+#: Builds a fresh sampler from a seed (``None``: fresh entropy); see the module docstring.
+SamplerFactory = Callable[[int | None], optuna.samplers.BaseSampler]
+
 MASK_MODES = ("topk",)
 CHOICE_ENCODINGS = ("ordinal", "categorical")
+STATE_VERSION = 2
 
 
-class OptunaStrategy:
+class OptunaStrategy(Strategy):
     """Search a :class:`GeneSpace` with an Optuna sampler through ask/tell.
 
     Args:
         space: the genes to search.
         directions: ``"minimize"`` / ``"maximize"`` per objective.
-        sampler: one of ``"tpe"``, ``"nsga2"``, ``"nsga3"``, ``"gp"``, ``"random"``.
-        seed: seed of the sampler's own generator; ``None`` draws fresh entropy.
-        population_size: generation size of ``"nsga2"`` / ``"nsga3"``.
-        n_startup_trials: random trials before ``"tpe"`` / ``"gp"`` start modelling.
+        sampler_factory: ``seed -> sampler``, called before every ask (see the module
+            docstring); e.g. ``lambda seed: optuna.samplers.TPESampler(seed=seed)``, or a
+            named preset of :func:`gansearch.search.registry.sampler_factory`.
+        seed: the strategy's seed; ``None`` draws fresh entropy (saved by :meth:`state_dict`,
+            so even then a resumed search continues exactly).
         mask_mode: how masks are parameterised; only ``"topk"`` (keep count + importance).
         choice_encoding: ``"ordinal"`` (numeric choices as an integer index) or
             ``"categorical"`` (every choice unordered).
@@ -86,31 +98,26 @@ class OptunaStrategy:
         space: GeneSpace,
         directions: Sequence[str],
         *,
-        sampler: str = "tpe",
+        sampler_factory: SamplerFactory,
         seed: int | None = None,
-        population_size: int = 50,
-        n_startup_trials: int = 10,
         mask_mode: str = "topk",
         choice_encoding: str = "ordinal",
     ) -> None:
-        if sampler not in SAMPLERS:
-            raise ValueError(f"`sampler` must be one of {SAMPLERS}, but got {sampler!r}.")
+        if not callable(sampler_factory):
+            raise ValueError(
+                f"`sampler_factory` must be a callable `seed -> sampler`, but got "
+                f"{sampler_factory!r}."
+            )
         if mask_mode not in MASK_MODES:
             raise ValueError(f"`mask_mode` must be one of {MASK_MODES}, but got {mask_mode!r}.")
         if choice_encoding not in CHOICE_ENCODINGS:
             raise ValueError(
                 f"`choice_encoding` must be one of {CHOICE_ENCODINGS}, but got {choice_encoding!r}."
             )
-        if population_size < 2:
-            raise ValueError(f"`population_size >= 2` must hold, but got {population_size=}.")
-        if n_startup_trials < 0:
-            raise ValueError(f"`n_startup_trials >= 0` must hold, but got {n_startup_trials=}.")
         self.space = space
         self.directions = validate_directions(directions)
-        self.sampler_name = sampler
-        self._seed = seed
-        self._population_size = population_size
-        self._n_startup_trials = n_startup_trials
+        self.sampler_factory = sampler_factory
+        self._initial_seed = self._seed = entropy(seed)
         self._choice_encoding = choice_encoding
         self._keep_choices = {
             gene.name: tuple(sorted(set(gene.keep_choices)))
@@ -119,23 +126,32 @@ class OptunaStrategy:
         }
         self._distributions = self._make_distributions()
         self._study = optuna.create_study(
-            directions=list(self.directions), sampler=self._make_sampler(seed)
+            directions=list(self.directions), sampler=sampler_factory(child_seed(self._seed, 0))
         )
-        self._running: dict[int, optuna.Trial] = {}
+        self._n_trials = 0  # trials in the private study: asked or observed
+        self._running: dict[int, tuple[optuna.Trial, dict[str, Any]]] = {}
         self._enqueued: deque[dict[str, Any]] = deque()
+        self._reask: deque[int] = deque()  # in flight when saved, to be handed out again
+        self._events: list[dict[str, Any]] = []
 
-    # -- protocol ---------------------------------------------------------------------------
+    # -- the strategy ------------------------------------------------------------------------
 
     def ask(self) -> Proposal:
-        """Ask the sampler for the next candidate (an enqueued one first, verbatim)."""
-        exact = None
-        if self._enqueued:
-            exact = self._enqueued.popleft()
-            self._study.enqueue_trial(self._to_internal(exact))
-        trial = self._study.ask(fixed_distributions=self._distributions)
-        self._running[trial.number] = trial
-        params = exact if exact is not None else self._from_internal(trial.params)
-        return Proposal(number=trial.number, params=params)
+        """The next candidate: one in flight when the state was saved, else an enqueued one
+        (verbatim), else the sampler's."""
+        if self._reask:
+            number = self._reask.popleft()
+            return Proposal(number=number, params=dict(self._running[number][1]))
+        exact = self._enqueued.popleft() if self._enqueued else None
+        trial, params = self._ask(exact)
+        self._events.append(
+            {
+                "event": "ask",
+                "params": dict(trial.params),
+                "exact": None if exact is None else encode_params(self.space, exact),
+            }
+        )
+        return Proposal(number=trial.number, params=dict(params))
 
     def tell(
         self,
@@ -146,24 +162,33 @@ class OptunaStrategy:
         """Finish the trial of ``proposal``; a :class:`Failure` is told as ``FAIL``.
 
         Raises:
-            ValueError: for a proposal that is not in flight, or a malformed result.
+            ValueError: for a proposal that is not in flight (or one restored from a state
+                but not asked again yet), or a malformed result.
         """
-        trial = in_flight(self._running, proposal)
+        in_flight(self._running, proposal)
+        if proposal.number in self._reask:
+            raise ValueError(f"proposal {proposal.number} is not in flight (not asked again).")
         values, constraints = check_result(result, constraints, len(self.directions))
-        del self._running[proposal.number]
+        failure = None
         if values is None:
-            reason = result.reason if isinstance(result, Failure) else "non-finite values"
-            trial.set_user_attr("failure", reason)
-            self._study.tell(trial, state=TrialState.FAIL)
-            return
-        for key, value in enumerate(constraints or ()):
-            trial.set_constraint(str(key), value)
-        self._study.tell(trial, list(values))
-
-    # -- optional hooks ----------------------------------------------------------------------
+            failure = result.reason if isinstance(result, Failure) else "non-finite values"
+        self._tell(proposal.number, values, constraints, failure)
+        self._events.append(
+            {
+                "event": "tell",
+                "number": proposal.number,
+                "values": values,
+                "constraints": constraints,
+                "failure": failure,
+            }
+        )
 
     def enqueue(self, params: Mapping[str, Any]) -> None:
-        """Propose ``params`` (verbatim) at the next ask; the sampler sees its projection."""
+        """Propose ``params`` (verbatim) at the next ask; the sampler sees its projection.
+
+        Raises:
+            ValueError: if ``params`` is not inside the space.
+        """
         self._to_internal(params)  # validates
         self._enqueued.append(dict(params))
 
@@ -173,80 +198,123 @@ class OptunaStrategy:
         result: Sequence[float] | Failure,
         constraints: Sequence[float] | None = None,
     ) -> None:
-        """Add a candidate evaluated elsewhere (e.g. another island) as a finished trial.
+        """Add a candidate evaluated elsewhere (e.g. by a GA) as a finished trial.
 
         A mask that is not a top-k mask is projected onto its keep count (nearest keep
         choice), which is all this strategy's parameterisation can represent.
         """
         values, constraints = check_result(result, constraints, len(self.directions))
         internal = self._to_internal(params)
+        self._observe(internal, values, constraints)
+        self._events.append(
+            {"event": "observe", "params": internal, "values": values, "constraints": constraints}
+        )
+
+    def reseed(self, seed: int | None) -> None:
+        """Seed the samplers of later asks from ``seed`` (the history is kept)."""
+        self._seed = entropy(seed)
+        self._events.append({"event": "reseed", "seed": self._seed})
+
+    def state_dict(self) -> dict[str, Any]:
+        """The seed, the log of asks, tells and observations, and the enqueued params."""
+        return {
+            "version": STATE_VERSION,
+            "seed": self._initial_seed,
+            "events": [dict(e) for e in self._events],
+            "enqueued": [encode_params(self.space, p) for p in self._enqueued],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replay the log saved by :meth:`state_dict` into this fresh strategy.
+
+        Raises:
+            ValueError: for a state of another version, a used strategy, or a log that does
+                not replay (saved with another sampler, space or Optuna version).
+        """
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"unsupported state version {state.get('version')!r}; known: {STATE_VERSION}."
+            )
+        if self._events or self._n_trials:
+            raise ValueError("`load_state_dict` needs a strategy that has not been used.")
+        self._initial_seed = self._seed = int(state["seed"])
+        for event in state["events"]:
+            self._replay(event)
+        self._events = [dict(e) for e in state["events"]]
+        self._enqueued = deque(decode_params(self.space, p) for p in state["enqueued"])
+        self._reask = deque(sorted(self._running))
+
+    # -- the private study -------------------------------------------------------------------
+
+    def _ask(self, exact: Mapping[str, Any] | None) -> tuple[optuna.Trial, dict[str, Any]]:
+        self._study.sampler = self.sampler_factory(child_seed(self._seed, self._n_trials))
+        if exact is not None:
+            self._study.enqueue_trial(self._to_internal(exact))
+        trial = self._study.ask(fixed_distributions=self._distributions)
+        self._n_trials += 1
+        params = dict(exact) if exact is not None else self._from_internal(trial.params)
+        self._running[trial.number] = (trial, params)
+        return trial, params
+
+    def _tell(
+        self,
+        number: int,
+        values: Sequence[float] | None,
+        constraints: Sequence[float] | None,
+        failure: str | None,
+    ) -> None:
+        trial, _ = self._running.pop(number)
+        if values is None:
+            trial.set_user_attr("failure", failure)
+            self._study.tell(trial, state=TrialState.FAIL)
+            return
+        for key, value in enumerate(constraints or ()):
+            trial.set_constraint(str(key), value)
+        self._study.tell(trial, list(values))
+
+    def _observe(
+        self,
+        internal: Mapping[str, int],
+        values: Sequence[float] | None,
+        constraints: Sequence[float] | None,
+    ) -> None:
         if values is None:
             trial = optuna.trial.create_trial(
-                state=TrialState.FAIL, params=internal, distributions=self._distributions
+                state=TrialState.FAIL, params=dict(internal), distributions=self._distributions
             )
         else:
             trial = optuna.trial.create_trial(
                 values=list(values),
-                params=internal,
+                params=dict(internal),
                 distributions=self._distributions,
                 constraints={str(k): v for k, v in enumerate(constraints or ())} or None,
             )
         self._study.add_trial(trial)
+        self._n_trials += 1
 
-    def reseed(self, seed: int | None) -> None:
-        """Replace the sampler by a fresh one seeded with ``seed`` (history is kept)."""
-        self._seed = seed
-        self._study.sampler = self._make_sampler(seed)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Finished trials (params as indices) and the seed, JSON-serialisable.
-
-        Proposals still in flight are not saved: after :meth:`load_state_dict` they are
-        simply asked again. The sampler is re-seeded on load from the seed and the number of
-        finished trials, so a resumed search is deterministic but not bit-identical to an
-        uninterrupted one (Optuna samplers expose no portable RNG state).
-        """
-        trials = []
-        for trial in self._study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)
-        ):
-            trials.append(
-                {
-                    "params": {name: int(v) for name, v in trial.params.items()},
-                    "state": trial.state.name,
-                    "values": list(trial.values) if trial.values is not None else None,
-                    "constraints": dict(trial.constraints) or None,
-                }
-            )
-        return {"version": 1, "sampler": self.sampler_name, "seed": self._seed, "trials": trials}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the history saved by :meth:`state_dict` into a fresh strategy.
-
-        Raises:
-            ValueError: for a state of another version or sampler, or a used strategy.
-        """
-        if state.get("version") != 1:
-            raise ValueError(f"unsupported state version {state.get('version')!r}; known: 1.")
-        if state["sampler"] != self.sampler_name:
-            raise ValueError(
-                f"state was saved by sampler {state['sampler']!r}, not {self.sampler_name!r}."
-            )
-        if self._study.trials:
-            raise ValueError("`load_state_dict` needs a strategy that has not been used.")
-        for saved in state["trials"]:
-            self._study.add_trial(
-                optuna.trial.create_trial(
-                    state=TrialState[saved["state"]],
-                    values=saved["values"],
-                    params=saved["params"],
-                    distributions=self._distributions,
-                    constraints=saved["constraints"],
+    def _replay(self, event: Mapping[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "ask":
+            exact = None if event["exact"] is None else decode_params(self.space, event["exact"])
+            trial, _ = self._ask(exact)
+            saved = {name: int(v) for name, v in event["params"].items()}
+            if dict(trial.params) != saved:
+                raise ValueError(
+                    f"the saved log does not replay: trial {trial.number} was {saved}, but the "
+                    f"sampler now proposes {dict(trial.params)} (the state was saved with "
+                    "another sampler, space, seed or Optuna version)."
                 )
-            )
-        seed = state["seed"]
-        self.reseed(None if seed is None else int(seed) + len(state["trials"]))
-        self._seed = seed
+        elif kind == "tell":
+            number = int(event["number"])
+            if number not in self._running:
+                raise ValueError(f"the saved log tells trial {number}, which is not in flight.")
+            self._tell(number, event["values"], event["constraints"], event["failure"])
+        elif kind == "observe":
+            self._observe(event["params"], event["values"], event["constraints"])
+        elif kind == "reseed":
+            self._seed = int(event["seed"])
+        else:
+            raise ValueError(f"unknown event {kind!r} in the saved log.")
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -283,24 +351,3 @@ class OptunaStrategy:
             else:
                 internal[gene.name] = int(encoded[gene.name])
         return internal
-
-    def _make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
-        name = self.sampler_name
-        if name == "tpe":
-            return optuna.samplers.TPESampler(
-                multivariate=True,
-                constant_liar=True,
-                n_startup_trials=self._n_startup_trials,
-                seed=seed,
-            )
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(population_size=self._population_size, seed=seed)
-        if name == "nsga3":
-            return optuna.samplers.NSGAIIISampler(population_size=self._population_size, seed=seed)
-        if name == "gp":
-            return optuna.samplers.GPSampler(
-                n_startup_trials=self._n_startup_trials,
-                seed=seed,
-                warn_independent_sampling=False,
-            )
-        return optuna.samplers.RandomSampler(seed=seed)

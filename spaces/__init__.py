@@ -23,8 +23,8 @@ _EXPORTS = {
     "JointSpace": "joint",
     "ParamsNotInSpaceError": "joint",
     "PlanNotInSpaceError": "joint",
-    "reference_params": "joint",
-    "reference_plans": "joint",
+    "reference_params": "references",
+    "reference_plans": "references",
 }
 
 __all__ = sorted(_EXPORTS)

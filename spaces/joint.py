@@ -1,7 +1,7 @@
 """The joint compression search space of one teacher generator.
 
 :class:`JointSpace` turns a :class:`~gansearch.spaces.config.SpaceConfig` and the
-teacher's :class:`~gansearch.compress.groups.GeneratorStructure` into genes
+teacher's :class:`~gansearch.compress.structure.GeneratorStructure` into genes
 (:class:`~gansearch.spaces.genes.GeneSpace`) that strategies search, and back:
 :meth:`JointSpace.decode` maps ``params`` to a :class:`CompressionPlan`,
 :meth:`JointSpace.encode` maps a plan to ``params`` (to enqueue known plans as starting
@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gansearch.compress.plan import CompressionPlan, LayerPlan, validate
+from gansearch.compress.structure import IN, OUT, GeneratorStructure, width_for
 from gansearch.errors import GansearchError
 from gansearch.spaces.config import SpaceConfig, bits_spec
 from gansearch.spaces.genes import Choice, Gene, GeneSpace, Mask
@@ -54,15 +55,10 @@ from gansearch.spaces.genes import Choice, Gene, GeneSpace, Mask
 if TYPE_CHECKING:
     from torch import nn
 
-    from gansearch.compress.groups import GeneratorStructure
-
 SPACE_FORMAT_VERSION = 1
 SOURCE = "source"
 NORM_DTYPE = "norm_dtype"
 MASK_SOURCE, OFA_SOURCE = "mask", "ofa"
-# The dimension names of gansearch.compress.groups (IN / OUT), repeated here so that
-# importing this module (and decoding) stays free of torch.
-_IN, _OUT = "in", "out"
 
 
 class ParamsNotInSpaceError(GansearchError, ValueError):
@@ -73,27 +69,9 @@ class PlanNotInSpaceError(GansearchError, ValueError):
     """A plan that the space cannot represent; the message names the group or layer."""
 
 
-def width_for(ratio: float, num_channels: int) -> int:
-    """Channels kept at ``ratio``: ``round(ratio * C)`` (halves up), within ``[1, C]``.
-
-    The rounding of :func:`gansearch.compress.prune.magnitude_masks` and the supernet.
-    """
-    return max(1, min(num_channels, math.floor(ratio * num_channels + 0.5)))
-
-
 def _min_keep(fraction: float, num_channels: int) -> int:
     # The tolerance keeps e.g. 0.3 * 10 = 3.0000000000000004 from rounding up to 4.
     return max(1, min(num_channels, math.ceil(fraction * num_channels - 1e-9)))
-
-
-def importance_order(scores: Any) -> tuple[int, ...]:
-    """Channel indices from most to least important; ties keep the lower index first.
-
-    The same ranking as :func:`gansearch.compress.prune.magnitude_masks`, so
-    ``Mask.top(k)`` keeps exactly the channels magnitude pruning keeps.
-    """
-    values = [float(s) for s in scores]
-    return tuple(sorted(range(len(values)), key=lambda i: (-values[i], i)))
 
 
 def mask_gene(name: str) -> str:
@@ -195,12 +173,10 @@ class JointSpace:
             example_input: A batch ``teacher`` accepts (for tracing).
         """
         from gansearch.compress.groups import describe
-        from gansearch.compress.prune import channel_importance
+        from gansearch.compress.importance import channel_order
 
         structure = describe(teacher, example_input)
-        importance = channel_importance(teacher, structure)
-        order = {name: importance_order(scores.tolist()) for name, scores in importance.items()}
-        return cls(structure, config, order)
+        return cls(structure, config, channel_order(teacher, structure, example_input))
 
     def to_json(self) -> str:
         """Plain JSON (config, structure, channel orders) that :meth:`from_json` rebuilds."""
@@ -217,8 +193,6 @@ class JointSpace:
     @classmethod
     def from_json(cls, text: str) -> JointSpace:
         """Rebuild a space from :meth:`to_json` output, without the teacher."""
-        from gansearch.compress.groups import GeneratorStructure
-
         data = json.loads(text)
         version = data.get("version") if isinstance(data, dict) else None
         if version != SPACE_FORMAT_VERSION:
@@ -452,8 +426,8 @@ class JointSpace:
     def _rank(self, layer: str, ratio: float, sizes: Mapping[tuple[str, str], int]) -> int:
         if ratio == 0:
             return 0
-        rows = sizes[(layer, _OUT)]
-        cols = sizes[(layer, _IN)] * self.structure.layer(layer).kernel_numel
+        rows = sizes[(layer, OUT)]
+        cols = sizes[(layer, IN)] * self.structure.layer(layer).kernel_numel
         full = min(rows, cols)
         rank = max(1, min(full, math.floor(ratio * full + 0.5)))
         return 0 if rank * (rows + cols) >= rows * cols else rank
@@ -508,61 +482,3 @@ def _can_save_by_factorizing(layer: Any) -> bool:
         return False
     rows, cols = layer.out_channels, layer.in_channels * layer.kernel_numel
     return rows * cols > rows + cols
-
-
-# --------------------------------------------------------------------------- references
-
-
-def reference_plans(space: JointSpace) -> dict[str, CompressionPlan]:
-    """Single-technique reference plans that the Pareto plot marks.
-
-    ``teacher`` (identity), ``int8`` and ``int4`` (every layer's weights),
-    ``codebook16`` (every layer), and ``prune50`` (every group keeps its
-    ``round(C / 2)`` most important channels: L1-magnitude pruning, Li et al.,
-    "Pruning Filters for Efficient ConvNets", ICLR 2017), and, when the space has OFA
-    widths, ``ofa50`` / ``ofa25`` (the supernet at half / quarter width). All are valid for the
-    structure, whether or not ``space`` can represent them (see :func:`reference_params`).
-    """
-    structure = space.structure
-    identity = CompressionPlan.identity(structure)
-
-    def uniform(spec: str) -> CompressionPlan:
-        return CompressionPlan(
-            masks=identity.masks,
-            layers={layer.name: LayerPlan(weight=spec) for layer in structure.layers},
-        )
-
-    masks = {}
-    for group in structure.groups:
-        kept = set(space.channel_order[group.name][: width_for(0.5, group.num_channels)])
-        masks[group.name] = tuple(c in kept for c in range(group.num_channels))
-    plans = {
-        "teacher": identity,
-        "int8": uniform("int8"),
-        "int4": uniform("int4"),
-        "codebook16": uniform("codebook16"),
-        "prune50": CompressionPlan(masks=masks, layers=identity.layers),
-    }
-    if space.config.ofa is not None:  # the supernet's uniform sub-generators (GAN Compression)
-        for ratio in (0.5, 0.25):
-            widths = {g.name: width_for(ratio, g.num_channels) for g in structure.groups}
-            plans[f"ofa{round(ratio * 100)}"] = CompressionPlan(
-                widths=widths, layers=identity.layers
-            )
-    return plans
-
-
-def reference_params(space: JointSpace) -> dict[str, dict[str, Any]]:
-    """Params of the :func:`reference_plans` that ``space`` can represent.
-
-    References outside the space (e.g. ``int4`` when ``space.bits`` excludes 4) are left
-    out; evaluate those from :func:`reference_plans` directly if they should still be
-    plotted.
-    """
-    params = {}
-    for name, plan in reference_plans(space).items():
-        try:
-            params[name] = space.encode(plan)
-        except PlanNotInSpaceError:
-            continue
-    return params

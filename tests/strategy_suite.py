@@ -15,9 +15,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import moocore
 import numpy as np
 import pytest
-from optuna._hypervolume import compute_hypervolume
 
 from gansearch.search.base import Failure, Proposal, Strategy
 from gansearch.spaces.genes import Choice, GeneSpace, Mask
@@ -67,23 +67,30 @@ def zdt1_constraints(params: Mapping[str, Any]) -> tuple[float]:
 
 
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
-    """Hypervolume (minimisation) of the points dominating ``reference``, via Optuna."""
+    """Hypervolume (minimisation) of the points dominating ``reference`` (``moocore``)."""
     ref = np.asarray(reference, dtype=float)
     inside = [p for p in points if np.all(np.asarray(p) < ref)]
     if not inside:
         return 0.0
-    return float(compute_hypervolume(np.asarray(inside, dtype=float), ref))
+    return float(moocore.hypervolume(np.asarray(inside, dtype=float), ref=ref))
+
+
+Objective = Callable[[Mapping[str, Any]], "Sequence[float] | Failure"]
+History = list[tuple[Proposal, "Sequence[float] | Failure", "Sequence[float] | None"]]
 
 
 def run(
     strategy: Strategy,
-    objective: Callable[[Mapping[str, Any]], Sequence[float]],
+    objective: Objective,
     budget: int,
     *,
     constraints: Callable[[Mapping[str, Any]], Sequence[float]] | None = None,
     in_flight: int = 1,
-) -> list[tuple[Proposal, Sequence[float], Sequence[float] | None]]:
-    """Ask ``in_flight`` proposals at a time, tell them in reverse order, ``budget`` in all."""
+) -> History:
+    """Ask ``in_flight`` proposals at a time, tell them in reverse order, ``budget`` in all.
+
+    ``objective`` may return a :class:`Failure`, which is told as such.
+    """
     history = []
     while len(history) < budget:
         batch = [strategy.ask() for _ in range(min(in_flight, budget - len(history)))]
@@ -121,8 +128,39 @@ def mixed_objective(params: Mapping[str, Any]) -> tuple[float, float]:
     return float(size), float(quality)
 
 
+OUT_OF_MEMORY = Failure("out of memory")
+
+
+def failing_every(
+    k: int, objective: Objective = mixed_objective, failure: Any = OUT_OF_MEMORY
+) -> Objective:
+    """``objective``, except that every ``k``-th call (the 1st, the k+1-th...) gives ``failure``
+    (a :class:`Failure`, or values such as NaN); ``k == 0`` never fails."""
+    calls = iter(range(1_000_000))
+
+    def scripted(params: Mapping[str, Any]) -> Sequence[float] | Failure:
+        if k and next(calls) % k == 0:
+            return failure
+        return objective(params)
+
+    return scripted
+
+
+def mixed_constraints(params: Mapping[str, Any]) -> tuple[float]:
+    """Feasible with at least 4 bits (value ``<= 0``)."""
+    return (4.0 - params["bits.conv1"],)
+
+
+def _params(history: History) -> list[dict[str, Any]]:
+    return [dict(p.params) for p, _, _ in history]
+
+
 def _params_sequence(strategy: Strategy, n: int) -> list[dict[str, Any]]:
-    return [dict(p.params) for p, _, _ in run(strategy, mixed_objective, n)]
+    return _params(run(strategy, mixed_objective, n))
+
+
+def _json(state: Any) -> Any:
+    return json.loads(json.dumps(state))
 
 
 class StrategySuite:
@@ -133,12 +171,15 @@ class StrategySuite:
             ``zdt1_budget`` evaluations; ``None`` marks a baseline that must stay *below*
             ``ZDT1_BAR`` (that is what makes the bar meaningful).
         constrained_min_hypervolume: the same bar for the constrained variant.
+        learns: whether results steer the proposals (``False`` for random search, whose
+            proposals must then *not* depend on them).
     """
 
     ZDT1_BAR: ClassVar[float] = 0.2
     zdt1_budget: ClassVar[int] = 300
     zdt1_min_hypervolume: ClassVar[float | None] = ZDT1_BAR
     constrained_min_hypervolume: ClassVar[float | None] = ZDT1_BAR
+    learns: ClassVar[bool] = True
 
     def make(self, space: GeneSpace, directions: Sequence[str], seed: int | None) -> Strategy:
         raise NotImplementedError
@@ -157,11 +198,21 @@ class StrategySuite:
 
     def test_reseed_restarts_the_sequence(self) -> None:
         strategy = self.make(mixed_space(), MINMIN, seed=1)
-        if not hasattr(strategy, "reseed"):
-            pytest.skip("this strategy has no reseed hook")
-        reseeded = self.make(mixed_space(), MINMIN, seed=1)
+        reseeded = self.make(mixed_space(), MINMIN, seed=2)
         reseeded.reseed(1)
         assert _params_sequence(strategy, 15) == _params_sequence(reseeded, 15)
+
+    def test_results_steer_the_proposals(self) -> None:
+        """Told values matter to a learning strategy, and not at all to random search."""
+        told = _params_sequence(self.make(mixed_space(), MINMIN, seed=0), 40)
+        reversed_values = _params(
+            run(
+                self.make(mixed_space(), MINMIN, seed=0),
+                lambda params: tuple(-v for v in mixed_objective(params)),
+                40,
+            )
+        )
+        assert (told != reversed_values) == self.learns
 
     # -- the space and the protocol ----------------------------------------------------------
 
@@ -172,22 +223,43 @@ class StrategySuite:
             assert space.contains(proposal.params), proposal.params
 
     def test_numbers_increase(self) -> None:
-        history = run(self.make(mixed_space(), MINMIN, seed=0), mixed_objective, 20, in_flight=3)
-        numbers = sorted(p.number for p, _, _ in history)
-        assert len(set(numbers)) == len(numbers)
+        """Numbers grow strictly in the order of the asks, whatever the order of the tells."""
+        strategy = self.make(mixed_space(), MINMIN, seed=0)
+        asked = []
+        for _ in range(8):
+            batch = [strategy.ask() for _ in range(3)]
+            asked += [p.number for p in batch]
+            for proposal in reversed(batch):
+                strategy.tell(proposal, mixed_objective(proposal.params))
+        assert all(a < b for a, b in zip(asked, asked[1:], strict=False)), asked
 
     def test_failures_are_recorded_and_skipped(self) -> None:
+        """A failure stays in the space's history as a failure: not values, not forgotten.
+
+        * NaN values are recorded exactly as a :class:`Failure` (identical later proposals);
+        * a failure is not a result: a learning strategy then proposes otherwise than when
+          the same candidates had been told their values (random search proposes the same);
+        * the failures survive :meth:`Strategy.state_dict` (a restored strategy continues
+          exactly; see also :meth:`test_state_dict_resumes_exactly`).
+        """
         space = mixed_space()
-        strategy = self.make(space, MINMIN, seed=0)
-        for i in range(50):
-            proposal = strategy.ask()
-            assert space.contains(proposal.params)
-            if i % 3 == 0:
-                strategy.tell(proposal, Failure("out of memory"))
-            elif i % 7 == 0:
-                strategy.tell(proposal, (math.nan, 1.0))  # NaN values count as a failure
-            else:
-                strategy.tell(proposal, mixed_objective(proposal.params))
+        failed = run(self.make(space, MINMIN, seed=0), failing_every(3), 50)
+        assert all(space.contains(p.params) for p, _, _ in failed)
+        assert sum(isinstance(v, Failure) for _, v, _ in failed) == 17
+        nan = run(self.make(space, MINMIN, seed=0), failing_every(3, failure=(math.nan, 1.0)), 50)
+        assert _params(nan) == _params(failed)
+        told = _params_sequence(self.make(space, MINMIN, seed=0), 50)
+        assert (told != _params(failed)) == self.learns
+
+        uninterrupted = self.make(space, MINMIN, seed=0)
+        run(uninterrupted, failing_every(3), 24)
+        saved = _json(uninterrupted.state_dict())
+        resumed = self.make(space, MINMIN, seed=0)
+        resumed.load_state_dict(saved)
+        continuation = failing_every(0)
+        assert _params(run(resumed, continuation, 20)) == _params(
+            run(uninterrupted, continuation, 20)
+        )
 
     def test_all_failures_keep_proposing(self) -> None:
         space = mixed_space()
@@ -222,23 +294,46 @@ class StrategySuite:
     def test_enqueued_params_are_proposed_verbatim(self) -> None:
         space = mixed_space()
         strategy = self.make(space, MINMIN, seed=0)
-        if not hasattr(strategy, "enqueue"):
-            pytest.skip("this strategy has no enqueue hook")
         teacher = space.sample(np.random.default_rng(5))
         strategy.enqueue(teacher)
         assert dict(strategy.ask().params) == teacher
 
-    def test_state_dict_is_json_and_resumes(self) -> None:
+    # -- resume ------------------------------------------------------------------------------
+
+    def test_state_dict_resumes_exactly(self) -> None:
+        """Restored from its JSON state, a strategy proposes what the uninterrupted one does.
+
+        The history holds failures, constraints, an enqueued seed and several proposals in
+        flight; the restored strategy is made with another seed (the saved state wins), and
+        in the end both save the same state.
+        """
         space = mixed_space()
-        strategy = self.make(space, MINMIN, seed=3)
-        if not hasattr(strategy, "state_dict"):
-            pytest.skip("this strategy has no state_dict hook")
-        run(strategy, mixed_objective, 25)
-        state = json.loads(json.dumps(strategy.state_dict()))
-        resumed = self.make(space, MINMIN, seed=3)
-        resumed.load_state_dict(state)
-        for proposal, _, _ in run(resumed, mixed_objective, 20):
-            assert space.contains(proposal.params)
+        uninterrupted = self.make(space, MINMIN, seed=3)
+        uninterrupted.enqueue(space.sample(np.random.default_rng(5)))
+        run(uninterrupted, failing_every(4), 27, constraints=mixed_constraints, in_flight=2)
+        uninterrupted.enqueue(space.sample(np.random.default_rng(6)))  # still queued when saved
+        saved = _json(uninterrupted.state_dict())
+        expected = run(uninterrupted, failing_every(5), 30, constraints=mixed_constraints)
+
+        resumed = self.make(space, MINMIN, seed=99)
+        resumed.load_state_dict(saved)
+        history = run(resumed, failing_every(5), 30, constraints=mixed_constraints)
+        assert _params(history) == _params(expected)
+        assert _json(resumed.state_dict()) == _json(uninterrupted.state_dict())
+
+    def test_in_flight_proposals_are_handed_out_again_after_resume(self) -> None:
+        space = mixed_space()
+        uninterrupted = self.make(space, MINMIN, seed=2)
+        run(uninterrupted, mixed_objective, 14)
+        in_flight = [uninterrupted.ask() for _ in range(3)]
+        resumed = self.make(space, MINMIN, seed=2)
+        resumed.load_state_dict(_json(uninterrupted.state_dict()))
+        again = [resumed.ask() for _ in range(3)]
+        assert [dict(p.params) for p in again] == [dict(p.params) for p in in_flight]
+        for first, second in zip(in_flight, again, strict=True):
+            uninterrupted.tell(first, mixed_objective(first.params))
+            resumed.tell(second, mixed_objective(second.params))
+        assert _params_sequence(resumed, 20) == _params_sequence(uninterrupted, 20)
 
     # -- multi-objective quality -------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gansearch.bench import SEARCH_STUDIES, bench_search
+from gansearch.bench.search import SEARCH_STUDIES, bench_search
 from gansearch.config import StudyConfig, load_study
 from gansearch.errors import GansearchError
 from gansearch.pareto import reference_point
@@ -28,6 +28,7 @@ def cheap(path: str) -> StudyConfig:
     return config.model_copy(update={"evaluation": evaluation})
 
 
+@pytest.mark.slow
 def test_bench_search_report(tmp_path: Path) -> None:
     configs = [cheap(path) for path in SEARCH_STUDIES[:2]]
     report = bench_search(tmp_path, configs, trials=3, seed=0)

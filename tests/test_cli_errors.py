@@ -131,11 +131,36 @@ def test_objective_without_feature_network(run_cli, tmp_path: Path, factories: P
     _assert_one_line_error(result, "objective 'fid' needs a feature network")
 
 
+@pytest.mark.parametrize(
+    ("option", "needles"),
+    [
+        (("--strategy", "nope"), ("unknown strategy 'nope'", "optuna", "deap", "hybrid")),
+        (("--engine", "nope"), ("unknown engine 'nope'", "local", "ray")),
+        (("--trials", "0"), ("`--trials` must be at least 1, got 0",)),
+        (("--workers", "2"), ("`--workers` and `--address` need `--engine ray`",)),
+    ],
+)
+def test_bad_run_options(run_cli, tmp_path: Path, option: tuple[str, ...], needles) -> None:
+    study = _study(tmp_path, "benchmark: digits\n")
+    _assert_one_line_error(run_cli("run", str(study), *option), *needles)
+
+
+def test_bad_supernet_steps(run_cli, tmp_path: Path) -> None:
+    study = _study(tmp_path, "benchmark: digits\n")
+    result = run_cli("supernet", "train", str(study), "--steps", "0")
+    _assert_one_line_error(result, "`--steps` must be at least 1, got 0")
+
+
 def test_help_lists_commands(run_cli) -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("evaluate", "zoo", "bench"):
+    for command in ("evaluate", "run", "studies", "pareto", "export", "dashboard", "zoo"):
         assert command in result.stdout
+    for command in ("bench", "supernet"):
+        assert command in result.stdout
+    bench = run_cli("bench", "--help")
+    for command in ("evaluate", "transforms", "supernet", "search", "engines"):
+        assert command in bench.stdout
 
 
 def test_cli_import_is_lazy() -> None:

@@ -16,11 +16,10 @@ from gansearch.compress.apply import (
     UnknownTransformError,
     apply_plan,
     apply_transform,
-    encoded_state,
-    encoding_manifest,
 )
 from gansearch.compress.encodings import decode_weight
-from gansearch.compress.groups import OUT, GeneratorStructure, GroupMember, describe
+from gansearch.compress.groups import describe
+from gansearch.compress.importance import channel_importance, channel_order, magnitude_masks
 from gansearch.compress.lowrank import LowRankError, factorize, full_rank
 from gansearch.compress.plan import (
     CompressionPlan,
@@ -29,11 +28,14 @@ from gansearch.compress.plan import (
     PlanNotSupportedError,
     validate,
 )
-from gansearch.compress.prune import (
-    channel_importance,
-    magnitude_masks,
-    predicted_params,
-    prune_channels,
+from gansearch.compress.prune import predicted_params, prune_channels
+from gansearch.compress.serialize import encoded_state, encoding_manifest
+from gansearch.compress.structure import (
+    OUT,
+    GeneratorStructure,
+    GroupMember,
+    importance_order,
+    width_for,
 )
 from gansearch.errors import GansearchError
 from gansearch.zoo.models import DCGANGenerator
@@ -131,10 +133,6 @@ def random_plan(structure: GeneratorStructure, seed: int) -> CompressionPlan:
 
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def stored_bytes(state: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in state.values())
 
 
 # --------------------------------------------------------------------------- structure
@@ -250,7 +248,8 @@ def test_dcgan_has_three_groups_and_a_half_width_plan_runs(dcgan, dcgan_z, dcgan
         ("net.3", "in"),
     }
     assert dcgan_structure.excluded_groups == ()
-    masks = magnitude_masks(dcgan_structure, channel_importance(dcgan, dcgan_structure), 0.5)
+    importance = channel_importance(dcgan, dcgan_structure, dcgan_z)
+    masks = magnitude_masks(dcgan_structure, importance, 0.5)
     plan = CompressionPlan(masks=masks)
     compressed = apply_plan(dcgan, plan, dcgan_z, structure=dcgan_structure)
     assert compressed(dcgan_z).shape == (2, 1, 16, 16)
@@ -305,8 +304,8 @@ def test_pruned_channels_are_really_removed_and_coupled_layers_agree(toy, z, str
     assert all(torch.equal(v, before[k]) for k, v in toy.state_dict().items())  # teacher intact
 
 
-def test_channel_importance_is_the_l1_of_the_coupled_weights(dcgan, dcgan_structure):
-    importance = channel_importance(dcgan, dcgan_structure)
+def test_channel_importance_is_the_l1_of_the_coupled_weights(dcgan, dcgan_z, dcgan_structure):
+    importance = channel_importance(dcgan, dcgan_structure, dcgan_z)
     net = dcgan.net
     expected = (
         net[6].weight.abs().sum(dim=(0, 2, 3))  # ConvTranspose output channels are axis 1
@@ -319,6 +318,70 @@ def test_channel_importance_is_the_l1_of_the_coupled_weights(dcgan, dcgan_struct
     kept = [c for c, keep in enumerate(masks["net.6"]) if keep]
     assert len(kept) == 12
     assert set(kept) == set(torch.argsort(expected, descending=True)[:12].tolist())
+
+
+def test_channel_importance_is_the_hand_computed_l1_on_the_toy(z):
+    """Every group of the toy: sum of |w| over exactly the slices pruning a channel removes.
+
+    Covers a Linear reshaped to (N, 12, 4, 4) (16 outputs per channel), ConvTranspose2d
+    (output channels on axis 1), a residual add, a concatenation slice and an affine
+    InstanceNorm (which Torch-Pruning's GroupMagnitudeImportance alone would leave out).
+    """
+    model = reshape_friendly_toy(seed=3)
+    struct = describe(model, z)
+    w = {name: p.detach().abs() for name, p in model.named_parameters()}
+    out_side = (1, 2, 3)  # Conv2d weight (out, in, kh, kw): sum all but the output axis
+    in_side = (0, 2, 3)  # ... and all but the input axis (ConvTranspose2d: (in, out, kh, kw))
+    expected = {
+        "project": w["project.weight"].view(12, 16 * 8).sum(1)
+        + w["project.bias"].view(12, 16).sum(1)
+        + w["up.weight"].sum(out_side),  # ConvTranspose input channels are axis 0
+        "up": w["up.weight"].sum(in_side)
+        + w["up_norm.weight"]
+        + w["up_norm.bias"]
+        + w["res.conv1.weight"].sum(in_side)
+        + w["res.conv2.weight"].sum(out_side)
+        + w["res.norm2.weight"]
+        + w["res.norm2.bias"]
+        + w["side.weight"].sum(in_side)
+        + w["out.weight"][:, :12].sum(in_side),
+        "res.conv1": w["res.conv1.weight"].sum(out_side)
+        + w["res.norm1.weight"]
+        + w["res.norm1.bias"]
+        + w["res.conv2.weight"].sum(in_side),
+        "side": w["side.weight"].sum(out_side)
+        + w["side.bias"]
+        + w["side_norm.weight"]
+        + w["side_norm.bias"]
+        + w["out.weight"][:, 12:].sum(in_side),
+    }
+    importance = channel_importance(model, struct, z)
+    assert sorted(importance) == sorted(expected)
+    for name, scores in expected.items():
+        torch.testing.assert_close(importance[name], scores)
+    order = channel_order(model, struct, z)
+    assert order == {name: importance_order(scores.tolist()) for name, scores in expected.items()}
+
+
+def test_channel_order_of_the_digits_teacher_is_the_committed_supernet_order():
+    """The committed digits supernet stores the importance order it was trained with."""
+    from gansearch.checkpoints import load_weights
+    from gansearch.zoo.weights_io import WEIGHTS_ROOT
+
+    digits = WEIGHTS_ROOT / "digits"
+    teacher = load_weights(DCGANGenerator(), digits / "generator.safetensors").eval()
+    example = torch.zeros(2, 64, 1, 1)
+    committed = json.loads((digits / "manifest.json").read_text())["digits-supernet"]
+    order = channel_order(teacher, describe(teacher, example), example)
+    assert order == {k: tuple(v) for k, v in committed["channel_order"].items()}
+
+
+def test_width_rounds_halves_up_within_one_and_all_channels():
+    assert [width_for(r, 12) for r in (0.25, 0.375, 0.5, 0.625, 1.0)] == [3, 5, 6, 8, 12]
+    assert width_for(0.5, 5) == 3  # 2.5 rounds up, not to the even 2
+    assert width_for(0.25, 6) == 2  # 1.5 rounds up
+    assert width_for(0.01, 10) == 1  # never below one channel
+    assert importance_order([1.0, 3.0, 3.0, 0.0, 2.0]) == (1, 2, 4, 0, 3)  # ties: lower first
 
 
 # --------------------------------------------------------------------------- low-rank
@@ -524,7 +587,6 @@ def test_each_transform_alone_keeps_the_output_shape(toy, z, structure, which):
     compressed = apply_plan(toy, plan, z, structure=structure)
     out = compressed(z)
     assert out.shape == toy(z).shape and torch.isfinite(out).all()
-    assert compressed.stored_nbytes() == stored_bytes(encoded_state(compressed))
     assert all(torch.equal(v, before[k]) for k, v in toy.state_dict().items())  # teacher intact
 
 
@@ -537,7 +599,6 @@ def test_random_composition_of_all_transforms(toy, z, structure, seed):
     out = compressed(z)
     assert out.shape == toy(z).shape and torch.isfinite(out).all()
     state = encoded_state(compressed)
-    assert compressed.stored_nbytes() == stored_bytes(state)
     manifest = encoding_manifest(compressed)
     json.dumps(manifest)  # JSON-able
     assert manifest["stored_nbytes"] == compressed.stored_nbytes()
@@ -553,12 +614,19 @@ def test_random_composition_of_all_transforms(toy, z, structure, seed):
 
 def test_identity_plan_stores_four_bytes_per_parameter_and_statistic(toy, z, structure):
     compressed = apply_plan(toy, CompressionPlan.identity(structure), z, structure=structure)
-    params = sum(p.numel() for p in toy.parameters())
-    stats = sum(b.numel() for n, b in toy.named_buffers() if not n.endswith("num_batches_tracked"))
-    assert stats == 3 * 2 * 12  # running mean and var of the three BatchNorms
-    state = encoded_state(compressed)
-    assert compressed.stored_nbytes() == stored_bytes(state) == 4 * (params + stats)
-    assert not any(name.endswith("num_batches_tracked") for name in state)
+    params = (
+        (8 * 192 + 192)  # project: Linear(8, 12 * 4 * 4)
+        + 12 * 12 * 16  # up: ConvTranspose2d(12, 12, 4), no bias
+        + 2 * 3 * 12  # up_norm, res.norm1, res.norm2: BatchNorm2d(12) weight and bias
+        + 2 * 12 * 12 * 9  # res.conv1, res.conv2: Conv2d(12, 12, 3), no bias
+        + (12 * 6 * 9 + 6)  # side: Conv2d(12, 6, 3)
+        + 2 * 6  # side_norm: affine InstanceNorm2d(6)
+        + (18 * 9 + 1)  # out: Conv2d(18, 1, 3)
+    )
+    stats = 3 * 2 * 12  # running mean and var of the three BatchNorms
+    assert params == 7525
+    assert compressed.stored_nbytes() == 4 * (params + stats) == 30388
+    assert not any(name.endswith("num_batches_tracked") for name in encoded_state(compressed))
 
 
 def test_float16_norms_halve_norm_and_bias_bytes(toy, z, structure):
@@ -574,19 +642,19 @@ def test_float16_norms_halve_norm_and_bias_bytes(toy, z, structure):
 def test_int4_weights_take_about_an_eighth_of_float32(
     toy, z, structure, dcgan, dcgan_z, dcgan_structure
 ):
-    def weight_bytes(model, struct, example, spec):
+    def compress(model, struct, example, spec):
         layers = {layer.name: LayerPlan(weight=spec) for layer in struct.layers}
-        compressed = apply_plan(model, CompressionPlan(layers=layers), example, structure=struct)
-        state = encoded_state(compressed)
-        return {k: v for k, v in state.items() if ".weight." in k}, compressed.stored_nbytes()
+        return apply_plan(model, CompressionPlan(layers=layers), example, structure=struct)
 
-    full, full_total = weight_bytes(dcgan, dcgan_structure, dcgan_z, "float32")
-    int4, int4_total = weight_bytes(dcgan, dcgan_structure, dcgan_z, "int4")
-    ratio = stored_bytes(full) / stored_bytes(int4)
-    assert 7.5 < ratio <= 8.0  # 4-bit codes plus a float16 scale and offset per channel
-    assert full_total - int4_total == stored_bytes(full) - stored_bytes(int4)
+    full = compress(dcgan, dcgan_structure, dcgan_z, "float32").stored_nbytes()
+    int4 = compress(dcgan, dcgan_structure, dcgan_z, "int4").stored_nbytes()
+    # The DCGAN's weights: 64*192*16 + 192*96*16 + 96*48*16 + 48*1*9 = 565,680 values in
+    # 192 + 96 + 48 + 1 = 337 output channels. float32: 4 bytes a value. int4: half a byte
+    # a value, plus a float16 scale and a float16 offset (4 bytes) per channel.
+    float32_weights, int4_weights = 4 * 565_680, 565_680 // 2 + 4 * 337
+    assert full - int4 == float32_weights - int4_weights == 1_978_532
     # On the toy, the packed codes are exactly half a byte per weight.
-    toy_int4, _ = weight_bytes(toy, structure, z, "int4")
+    toy_int4 = encoded_state(compress(toy, structure, z, "int4"))
     for layer in structure.layers:
         numel = 1
         for size in layer.weight_shape:

@@ -1,4 +1,4 @@
-"""Known-answer tests for gansearch.evaluators.cost: every expected count is a formula."""
+"""Known-answer tests for gansearch.evaluators.cost and macs: each expected count is a formula."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from gansearch.evaluators.cost import (
     LatencyStats,
     StoredSize,
     bitops,
-    count_macs,
     count_params,
-    layer_macs,
     measure_latency,
     stored_bytes,
     stored_bytes_by_layer,
 )
+from gansearch.evaluators.macs import count_macs, layer_macs
 
 
 def _image(batch: int, channels: int, size: int) -> torch.Tensor:
@@ -97,6 +96,37 @@ def test_batchnorm_is_folded_instancenorm_is_counted() -> None:
     # InstanceNorm cannot be folded: thop's count_normalization, 2 per input element.
     with_in = nn.Sequential(conv, nn.InstanceNorm2d(8))
     assert count_macs(with_in, _image(1, 3, 5)) == conv_macs + 2 * (8 * 5 * 5)
+
+
+def test_norm_pool_upsample_hand_counts() -> None:
+    # 2 ops per input element, 4 when affine; BatchNorm, PReLU and Softmax count 0.
+    norms = nn.Sequential(
+        nn.GroupNorm(2, 4),
+        nn.GroupNorm(2, 4, affine=False),
+        nn.InstanceNorm2d(4, affine=True),
+        nn.BatchNorm2d(4),
+        nn.PReLU(),
+        nn.Softmax(dim=1),
+    )
+    elements = 4 * 3 * 3
+    assert layer_macs(norms, _image(2, 4, 3)) == {
+        "0": 4 * elements,
+        "1": 2 * elements,
+        "2": 4 * elements,
+        "3": 0,
+        "4": 0,
+        "5": 0,
+    }
+    assert count_macs(nn.LayerNorm(6), torch.randn(2, 6)) == 4 * 6
+    assert count_macs(nn.LayerNorm(6, elementwise_affine=False), torch.randn(2, 6)) == 2 * 6
+    # 2 x 8 x 8 input: max pool 0; average pool 1 per output element (2 x 4 x 4);
+    # adaptive average pool 8x8 -> 2x4 has a 4 x 2 window: (8 + 1) per output element.
+    pools = nn.Sequential(nn.MaxPool2d(2), nn.Upsample(scale_factor=2), nn.AvgPool2d(2))
+    assert layer_macs(pools, _image(1, 2, 8)) == {"0": 0, "1": 2 * 8 * 8, "2": 2 * 4 * 4}
+    assert count_macs(nn.AdaptiveAvgPool2d((2, 4)), _image(1, 2, 8)) == (8 + 1) * 2 * 2 * 4
+    # Upsampling: 1 (nearest) or 11 (bilinear) ops per output element of 2 x 6 x 6.
+    bilinear = nn.Upsample(scale_factor=2, mode="bilinear")
+    assert count_macs(bilinear, _image(1, 2, 3)) == 11 * 2 * 6 * 6
 
 
 def test_macs_are_per_sample() -> None:

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from gansearch.compress import CompressionPlan, LayerPlan, apply_plan, describe, magnitude_masks
+from gansearch.compress.actquant import ActivationQuantizer
 from gansearch.compress.deploy import DeploymentReport, deployment_copy
-from gansearch.compress.fakequant import ActivationQuantizer
-from gansearch.compress.prune import channel_importance
+from gansearch.compress.importance import channel_importance
 from gansearch.evaluators.scorer import Scorer, ScoringProtocol
 from gansearch.zoo.models import DCGANGenerator
 from tests.toy_models import toy_generator
@@ -131,7 +131,7 @@ def test_dcgan_teacher_has_no_batchnorm_left() -> None:
 
 
 def _quantized_plan(structure, teacher) -> CompressionPlan:
-    half = magnitude_masks(structure, channel_importance(teacher, structure), 0.5)
+    half = magnitude_masks(structure, channel_importance(teacher, structure, DCGAN_INPUT), 0.5)
     return CompressionPlan(
         masks=half,
         layers={
@@ -170,7 +170,7 @@ def test_pruned_low_rank_int4_activation_quant_plan_matches_and_is_left_unchange
         before_output = compressed(DCGAN_INPUT)
 
     report = DeploymentReport()
-    deployed = deployment_copy(compressed, report=report)
+    deployed = compressed.deployment_module(report=report)
 
     # net.1 feeds the quantised input of net.3: kept so the rounding sees identical values.
     assert report.kept_for_quantizers == ["net.1"]
@@ -199,7 +199,7 @@ def test_fold_before_quantizers_folds_everything() -> None:
     structure = describe(teacher, DCGAN_INPUT)
     compressed = apply_plan(teacher, _quantized_plan(structure, teacher), DCGAN_INPUT)
     report = DeploymentReport()
-    deployed = deployment_copy(compressed, fold_before_quantizers=True, report=report)
+    deployed = compressed.deployment_module(fold_before_quantizers=True, report=report)
     assert report.kept_for_quantizers == []
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
 
@@ -211,7 +211,7 @@ def test_low_rank_pair_is_merged_only_when_cheaper() -> None:
     plan = CompressionPlan(layers={"net.3": LayerPlan(rank=95), "net.6": LayerPlan(rank=24)})
     compressed = apply_plan(teacher, plan, DCGAN_INPUT, structure=structure)
     report = DeploymentReport()
-    deployed = deployment_copy(compressed, report=report)
+    deployed = compressed.deployment_module(report=report)
     assert report.merged == ["net.3"]
     assert isinstance(deployed.net[3], nn.ConvTranspose2d)
     assert deployed.net[3].weight.shape == (192, 96, 4, 4)

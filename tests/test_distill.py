@@ -13,17 +13,17 @@ import torch
 from torch import nn
 
 from gansearch.compress import describe, magnitude_masks, prune_channels
-from gansearch.compress.distill import (
-    DistillationDiverged,
+from gansearch.compress.distill import DistillationDiverged, distill
+from gansearch.compress.distill_loss import (
     DistillationError,
     default_feature_layers,
     discriminator_features,
-    distill,
 )
 from gansearch.compress.encodings import parse_encoding
 from gansearch.compress.fakequant import attach_weight_encoding
-from gansearch.compress.prune import channel_importance
-from gansearch.config import DistillConfig, parse_study
+from gansearch.compress.importance import channel_importance
+from gansearch.compress.recipes import DistillLosses, DistillRecipe
+from gansearch.config import parse_study
 from gansearch.errors import ConfigError, GansearchError
 from tests.toy_models import toy_generator
 
@@ -64,13 +64,13 @@ class TinyDiscriminator(nn.Module):
 def _pruned_student(teacher: nn.Module, ratio: float = 0.5) -> nn.Module:
     example = torch.zeros(2, *LATENT_SHAPE)
     structure = describe(teacher, example)
-    masks = magnitude_masks(structure, channel_importance(teacher, structure), ratio)
+    masks = magnitude_masks(structure, channel_importance(teacher, structure, example), ratio)
     return prune_channels(teacher, structure, masks, example)
 
 
-def _config(steps: int = 20, lr: float = 5e-3, seed: int = 0, **weights: float) -> DistillConfig:
-    losses = {"pixel": 0.0, **weights}
-    return DistillConfig(steps=steps, lr=lr, batch_size=16, seed=seed, losses=losses)
+def _config(steps: int = 20, lr: float = 5e-3, seed: int = 0, **weights: float) -> DistillRecipe:
+    losses = DistillLosses(**{"pixel": 0.0, **weights})
+    return DistillRecipe(steps=steps, lr=lr, batch_size=16, seed=seed, losses=losses)
 
 
 def _teacher_l1(student: nn.Module, teacher: nn.Module) -> float:
@@ -117,8 +117,8 @@ def test_l2_pixel_norm_is_squared_error() -> None:
     teacher = toy_generator(0)
     student = _pruned_student(teacher)
     l1 = distill(student, teacher, None, None, _config(steps=1, pixel=1.0), latent_shape=(8,))
-    l2_config = DistillConfig(
-        steps=1, lr=5e-3, batch_size=16, losses={"pixel": 1.0, "pixel_norm": "l2"}
+    l2_config = DistillRecipe(
+        steps=1, lr=5e-3, batch_size=16, losses=DistillLosses(pixel=1.0, pixel_norm="l2")
     )
     l2 = distill(student, teacher, None, None, l2_config, latent_shape=(8,))
     z = torch.randn((16, 8), generator=torch.Generator().manual_seed(0))
@@ -140,7 +140,7 @@ def test_all_terms_together_with_a_trained_discriminator_copy() -> None:
         "perceptual": 1.0,
         "discriminator_lr": 1e-3,
     }
-    config = DistillConfig(steps=6, lr=5e-3, batch_size=16, losses=losses)
+    config = DistillRecipe(steps=6, lr=5e-3, batch_size=16, losses=DistillLosses(**losses))
     result = distill(
         _pruned_student(teacher), teacher, discriminator, real, config, latent_shape=LATENT_SHAPE
     )
@@ -282,8 +282,8 @@ def test_feature_layers_default_to_shared_norm_layers_and_unknown_ones_fail() ->
         "res.norm2",
         "side_norm",
     )
-    config = DistillConfig(
-        steps=1, batch_size=4, losses={"feature": 1.0, "feature_layers": ["res.nope"]}
+    config = DistillRecipe(
+        steps=1, batch_size=4, losses=DistillLosses(feature=1.0, feature_layers=("res.nope",))
     )
     with pytest.raises(DistillationError, match=r"layer 'res.nope' is not in"):
         distill(student, teacher, None, None, config, latent_shape=LATENT_SHAPE)
@@ -311,7 +311,14 @@ def test_discriminator_without_features_method_is_hooked() -> None:
 def test_study_sections_validate() -> None:
     base = {"name": "x", "benchmark": "digits"}
     config = parse_study({**base, "distill": {"steps": 5, "losses": {"feature": 2.0}}})
-    assert config.distill.losses.active() == {"pixel": 1.0, "feature": 2.0}
+    recipe = config.distill.recipe()
+    assert recipe == DistillRecipe(steps=5, losses=DistillLosses(feature=2.0))
+    assert recipe.losses.active() == {"pixel": 1.0, "feature": 2.0}
+    supernet = parse_study({**base, "supernet": {"ratios": [1.0, 0.5]}}).supernet.recipe()
+    assert supernet.ratios == (0.5, 1.0) and supernet.losses.active() == {
+        "pixel": 1.0,
+        "feature": 1.0,
+    }
     with pytest.raises(ConfigError, match=r"at least one loss weight must be > 0"):
         parse_study({**base, "distill": {"losses": {"pixel": 0}}})
     with pytest.raises(ConfigError, match=r"unknown key `distill.losses.pixle`"):

@@ -58,10 +58,12 @@ def _poll(db: Path) -> list[dict]:
 
 
 def _counted(trials: list[dict]) -> list[dict]:
+    """Trials that count towards the budget: a FAIL without a reason was interrupted."""
     return [
         t
         for t in trials
-        if t["state"] in {"COMPLETE", "FAIL"} and not (t["reason"] or "").startswith("interrupted")
+        if t["state"] == "COMPLETE"
+        or (t["state"] == "FAIL" and not (t["reason"] or "interrupted").startswith("interrupted"))
     ]
 
 
@@ -95,6 +97,7 @@ def toy_engine(no_ray_left):
     engine.close()
 
 
+@pytest.mark.slow
 def test_ray_engine_timeout_and_dead_workers_become_failures(toy_engine) -> None:
     from gansearch.search.base import Failure
 
@@ -115,6 +118,7 @@ def test_ray_engine_timeout_and_dead_workers_become_failures(toy_engine) -> None
     assert len(toy_engine.pids) >= 4  # two originals and their replacements
 
 
+@pytest.mark.slow
 def test_ray_engine_cancel_returns_what_was_in_flight(toy_engine) -> None:
     for ticket in range(3):
         toy_engine.submit(ticket, {"x": ticket, "sleep": 30})
@@ -136,6 +140,7 @@ def test_unreachable_address_is_one_line_and_fast(run_cli, tmp_path: Path) -> No
 # --------------------------------------------------------------------------- whole studies
 
 
+@pytest.mark.slow
 def test_ray_study_with_two_workers_completes(run_cli, tmp_path: Path, no_ray_left) -> None:
     study = _study(tmp_path, name="ray2")
     result = run_cli("run", str(study), "--engine", "ray", "--workers", "2", timeout=400)
@@ -161,6 +166,7 @@ def _run_in_process(path: Path, **options: object) -> list[dict]:
     return _trials(path.parent / path.stem / "study.db")
 
 
+@pytest.mark.slow
 def test_local_and_ray_with_one_worker_give_the_same_trials(tmp_path: Path, no_ray_left) -> None:
     local = _run_in_process(_study(tmp_path, name="local", strategy="deap"))
     ray = _run_in_process(_study(tmp_path, name="ray", strategy="deap"), engine="ray", workers=1)
@@ -169,14 +175,56 @@ def test_local_and_ray_with_one_worker_give_the_same_trials(tmp_path: Path, no_r
     assert [t["values"] for t in ray] == [t["values"] for t in local]
 
 
-def test_worker_killed_mid_candidate_is_retried(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_ray_left
-) -> None:
-    from gansearch.search.engines import TEST_WORKER_EXIT_ENV
+class _DiesOnce:
+    """A worker factory whose first worker to reach its ``on``-th candidate exits abruptly.
 
-    monkeypatch.setenv(TEST_WORKER_EXIT_ENV, "2")  # the first worker dies on its 2nd candidate
+    ``os._exit(1)`` mid-candidate, as if the process had been killed. The worker that dies
+    first creates ``marker``, so no other worker (a replacement included) ever dies.
+    """
+
+    def __init__(self, inner, marker: Path, on: int = 2) -> None:
+        self.inner, self.marker, self.on = inner, marker, on
+
+    def __call__(self):
+        evaluate = self.inner()
+        count = iter(range(1, 1_000_000))
+
+        def dies_once(params):
+            if next(count) == self.on:
+                try:
+                    os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass  # another worker died already
+                else:
+                    os._exit(1)
+            return evaluate(params)
+
+        return dies_once
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_candidate_is_retried(tmp_path: Path, no_ray_left) -> None:
+    import ray.cloudpickle
+
+    from gansearch.candidates import EvaluatorHandle
+    from gansearch.config import load_study
+    from gansearch.search.registry import make_engine
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
     path = _study(tmp_path, name="killed", trials=5)
-    trials = _run_in_process(path, engine="ray", workers=2)
+    search = load_study(path).search
+    died = tmp_path / "died"
+    factory = _DiesOnce(EvaluatorHandle(load_study(path), torch_threads=1), died)
+    with make_engine(
+        "ray",
+        factory,
+        workers=2,
+        cpus=search.resources.cpus,
+        timeout=search.candidate_timeout,
+        max_retries=search.max_retries,
+    ) as engine:
+        trials = _run_in_process(path, engine=engine)
+    assert died.exists()
     assert len(_counted(trials)) == 5 and len(trials) == 5
     assert sum(t["state"] == "COMPLETE" for t in trials) >= 3
 
@@ -186,6 +234,40 @@ def test_worker_killed_mid_candidate_is_retried(
         study_name="killed", storage=f"sqlite:///{path.parent}/killed/study.db"
     )
     assert [t.user_attrs.get("attempts") for t in study.trials].count(2) == 1
+
+
+def test_make_engine_local_builds_the_evaluator_once_in_process() -> None:
+    from gansearch.search.engines import Engine, LocalEngine
+    from gansearch.search.registry import make_engine
+
+    built = []
+
+    def factory():
+        built.append(os.getpid())
+        return lambda params: 2 * params["x"]
+
+    with make_engine("local", factory, workers=4) as engine:  # Ray's options are ignored
+        assert isinstance(engine, Engine) and isinstance(engine, LocalEngine)
+        assert engine.slots == 1 and built == []
+        for x in (1, 2):
+            engine.submit(x, {"x": x})
+        assert [engine.wait().result for _ in range(2)] == [2, 4]
+    assert built == [os.getpid()]
+
+
+def test_make_engine_unknown_name_lists_known() -> None:
+    from gansearch.search.engines import EngineError
+    from gansearch.search.registry import make_engine
+
+    with pytest.raises(EngineError, match="unknown engine 'dask'; known: local, ray"):
+        make_engine("dask", _toy_factory)
+
+
+def test_engine_is_an_abstract_base_class() -> None:
+    from gansearch.search.engines import Engine
+
+    with pytest.raises(TypeError, match="abstract"):
+        Engine()
 
 
 @pytest.mark.slow

@@ -96,6 +96,7 @@ def test_reference_features_are_cached_by_content(small_config, benchmark, tmp_p
     assert files[0].stat().st_mtime_ns == stamp  # reused, not rewritten
 
 
+@pytest.mark.slow
 def test_evaluate_json_gives_finite_teacher_metrics(run_cli) -> None:
     result = run_cli("evaluate", str(ROOT / "studies" / "digits.yaml"), "--json")
     assert result.returncode == 0, result.stderr

@@ -24,13 +24,8 @@ from gansearch.compress import (
     encoded_state,
     magnitude_masks,
 )
-from gansearch.compress.export import (
-    MANIFEST_FILE,
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    ArtifactError,
-    _manifest_digest,
-)
+from gansearch.compress.artifact import MANIFEST_FILE, ONNX_FILE, WEIGHTS_FILE, ArtifactError
+from gansearch.compress.manifest import manifest_digest
 from gansearch.errors import GansearchError
 from gansearch.zoo.models import DCGANGenerator
 
@@ -42,7 +37,7 @@ def _toy_plans() -> dict[str, CompressionPlan]:
     teacher = toy_generator()
     structure = describe(teacher, TOY_INPUT)
     names = [layer.name for layer in structure.layers]
-    half = magnitude_masks(structure, channel_importance(teacher, structure), 0.5)
+    half = magnitude_masks(structure, channel_importance(teacher, structure, TOY_INPUT), 0.5)
 
     def every(**kwargs: object) -> dict[str, LayerPlan]:
         return {name: LayerPlan(**kwargs) for name in names}
@@ -290,7 +285,7 @@ def test_manifest_inconsistent_with_weights_is_refused_even_with_a_fixed_hash(
     file = artifact / MANIFEST_FILE
     manifest = json.loads(file.read_text())
     manifest["plan"]["layers"]["side"]["weight"] = "int8"  # weights hold int4 codes
-    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     file.write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="do not fit"):
         gansearch.load(artifact)

@@ -49,6 +49,24 @@ def test_subpackages_installed_under_gansearch(wheel_names: list[str]) -> None:
     assert "gansearch/evaluators/quality.py" in wheel_names
 
 
+def test_every_package_ships(wheel_names: list[str]) -> None:
+    """No package of the source tree is missing from pyproject's `packages` list."""
+    for init in sorted((ROOT / "gansearch").rglob("__init__.py")):
+        assert init.relative_to(ROOT).as_posix() in wheel_names
+
+
+def test_bench_goals_ship_and_load(wheel_names: list[str]) -> None:
+    """The benchmarks' goals are package data, read through importlib.resources."""
+    import json
+
+    from gansearch.bench.goals import GOALS_FILE, Goals, load_goals
+
+    assert f"gansearch/bench/{GOALS_FILE}" in wheel_names
+    data = json.loads((ROOT / "gansearch" / "bench" / GOALS_FILE).read_text())
+    assert load_goals() == Goals.from_dict(data)
+    assert load_goals().quality_factor == data["quality_factor"]
+
+
 def test_committed_weights_ship_in_the_wheel(wheel_names: list[str]) -> None:
     for name in ("generator", "discriminator", "features"):
         assert f"gansearch/zoo/weights/digits/{name}.safetensors" in wheel_names

@@ -1,10 +1,10 @@
-"""Known-answer tests for gansearch.evaluators.quality and the optional Inception loader."""
+"""Known-answer tests for the quality, fidelity and reference-cache metrics, and Inception."""
 
 from __future__ import annotations
 
 import math
+import socket
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -14,22 +14,19 @@ import scipy.linalg
 import torch
 
 from gansearch.errors import MetricUnavailableError
+from gansearch.evaluators.fidelity import psnr, ssim, teacher_fidelity
 from gansearch.evaluators.inception import load_inception_features
 from gansearch.evaluators.quality import (
     GaussianStats,
     MeanSpread,
-    cached_reference_features,
-    content_hash,
     fid,
     frechet_distance,
     gaussian_stats,
     inception_score,
     kid,
-    psnr,
-    ssim,
     summarize,
-    teacher_fidelity,
 )
+from gansearch.evaluators.reference_cache import cached_reference_features, content_hash
 
 
 def _random_spd(rng: np.random.Generator, dim: int) -> np.ndarray:
@@ -153,6 +150,40 @@ def test_kid_is_deterministic_per_generator_and_clips_subset_size() -> None:
     assert math.isfinite(first[0]) and first[1] >= 0
     with pytest.raises(ValueError, match="subsets >= 1"):
         kid(a, b, subsets=0, subset_size=10, generator=np.random.default_rng(0))
+
+
+def _naive_kid(
+    a: np.ndarray, b: np.ndarray, subsets: int, m: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Unbiased MMD^2 written out term by term (Binkowski et al. 2018, Eq. 4)."""
+    d = a.shape[1]
+
+    def k(x: np.ndarray, y: np.ndarray) -> float:
+        return (sum(float(p) * float(q) for p, q in zip(x, y, strict=True)) / d + 1.0) ** 3
+
+    estimates = []
+    for _ in range(subsets):
+        xs = a[rng.choice(len(a), size=m, replace=False)]
+        ys = b[rng.choice(len(b), size=m, replace=False)]
+        xx = sum(k(xs[i], xs[j]) for i in range(m) for j in range(m) if i != j)
+        yy = sum(k(ys[i], ys[j]) for i in range(m) for j in range(m) if i != j)
+        xy = sum(k(xs[i], ys[j]) for i in range(m) for j in range(m))
+        estimates.append(xx / (m * (m - 1)) + yy / (m * (m - 1)) - 2 * xy / (m * m))
+    mean = sum(estimates) / subsets
+    std = math.sqrt(sum((e - mean) ** 2 for e in estimates) / (subsets - 1))
+    return mean, std
+
+
+@pytest.mark.parametrize(("rows_a", "rows_b", "subset_size"), [(15, 12, 8), (9, 11, 50)])
+def test_kid_matches_naive_unbiased_mmd(rows_a: int, rows_b: int, subset_size: int) -> None:
+    gen = torch.Generator().manual_seed(12)
+    a = torch.randn(rows_a, 5, generator=gen, dtype=torch.float64)
+    b = torch.randn(rows_b, 5, generator=gen, dtype=torch.float64) * 1.5 + 0.2
+    mean, std = kid(a, b, subsets=4, subset_size=subset_size, generator=np.random.default_rng(5))
+    m = min(subset_size, rows_a, rows_b)  # the second case clips the subset size to 9
+    expected = _naive_kid(a.numpy(), b.numpy(), 4, m, np.random.default_rng(5))
+    assert mean == pytest.approx(expected[0], rel=1e-10, abs=1e-12)
+    assert std == pytest.approx(expected[1], rel=1e-10, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- IS
@@ -293,31 +324,49 @@ def test_cached_reference_features(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- Inception
 
 
-def _assert_one_line_quickly(call, match: str) -> str:
-    start = time.perf_counter()
+@pytest.fixture
+def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every name lookup or connection tried during the test; each one fails at once.
+
+    The loader must refuse before touching the network (a refused download is what makes
+    it fail fast on a machine without network, rather than waiting for a timeout).
+    """
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args))
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def _assert_one_line_error(call, match: str) -> str:
     with pytest.raises(MetricUnavailableError, match=match) as info:
         call()
-    assert time.perf_counter() - start < 2.0
     message = str(info.value)
     assert "\n" not in message
     return message
 
 
-def test_inception_missing_weights_file(tmp_path: Path) -> None:
+def test_inception_missing_weights_file(tmp_path: Path, network_attempts: list[str]) -> None:
     missing = tmp_path / "pt_inception.pth"
-    message = _assert_one_line_quickly(lambda: load_inception_features(missing), "never downloads")
+    message = _assert_one_line_error(lambda: load_inception_features(missing), "never downloads")
     assert str(missing) in message
+    assert network_attempts == []
 
 
 def test_inception_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     weights = tmp_path / "pt_inception.pth"
     torch.save({"w": torch.zeros(1)}, weights)
     monkeypatch.setitem(sys.modules, "pytorch_fid", None)  # import fails even if installed
-    _assert_one_line_quickly(lambda: load_inception_features(weights), "pip install")
+    _assert_one_line_error(lambda: load_inception_features(weights), "pip install")
 
 
-def test_inception_download_attempt_fails_fast(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_inception_download_attempt_is_refused_without_network_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network_attempts: list[str]
 ) -> None:
     weights = tmp_path / "pt_inception.pth"
     torch.save({"w": torch.zeros(1)}, weights)
@@ -333,8 +382,9 @@ def test_inception_download_attempt_fails_fast(
     monkeypatch.setitem(sys.modules, "pytorch_fid.inception", module)
     original = torch.hub.load_state_dict_from_url
 
-    _assert_one_line_quickly(lambda: load_inception_features(weights), "tried to download")
+    _assert_one_line_error(lambda: load_inception_features(weights), "tried to download")
     assert torch.hub.load_state_dict_from_url is original  # guard undone afterwards
+    assert network_attempts == []  # refused before any name lookup or connection
 
 
 def test_kid_with_precomputed_reference_kernel_is_identical() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,9 +13,8 @@ import yaml
 from pydantic import ValidationError
 
 from gansearch.compress.apply import apply_plan
-from gansearch.compress.groups import IN, OUT
+from gansearch.compress.importance import channel_importance, magnitude_masks
 from gansearch.compress.plan import CompressionPlan, LayerPlan, validate
-from gansearch.compress.prune import channel_importance, magnitude_masks
 from gansearch.errors import ConfigError
 from gansearch.spaces import (
     Choice,
@@ -22,7 +23,6 @@ from gansearch.spaces import (
     ParamsNotInSpaceError,
     PlanNotInSpaceError,
     SpaceConfig,
-    joint,
     parse_space_config,
     reference_params,
     reference_plans,
@@ -108,7 +108,7 @@ def test_dcgan_genes_are_built_automatically(dcgan_space: JointSpace) -> None:
 def test_mask_order_is_the_magnitude_importance_order(
     dcgan: torch.nn.Module, dcgan_space: JointSpace
 ) -> None:
-    importance = channel_importance(dcgan, dcgan_space.structure)
+    importance = channel_importance(dcgan, dcgan_space.structure, DCGAN_INPUT)
     expected = magnitude_masks(dcgan_space.structure, importance, 0.5)
     for group, mask in expected.items():
         gene = dcgan_space.genes[f"mask:{group}"]
@@ -366,7 +366,7 @@ def test_reference_plans(dcgan: torch.nn.Module, dcgan_space: JointSpace) -> Non
     plans = reference_plans(dcgan_space)
     assert set(plans) == {"teacher", "int8", "int4", "codebook16", "prune50"}
     assert plans["teacher"] == CompressionPlan.identity(dcgan_space.structure)
-    importance = channel_importance(dcgan, dcgan_space.structure)
+    importance = channel_importance(dcgan, dcgan_space.structure, DCGAN_INPUT)
     assert plans["prune50"].masks == magnitude_masks(dcgan_space.structure, importance, 0.5)
     params = reference_params(dcgan_space)
     assert set(params) == set(plans)  # the default space holds every reference
@@ -389,8 +389,13 @@ def test_space_json_round_trip(full_toy_space: JointSpace) -> None:
         JointSpace.from_json(json.dumps({**json.loads(text), "version": 99}))
 
 
-def test_dimension_names_match_groups_module() -> None:
-    assert (joint._IN, joint._OUT) == (IN, OUT)
+def test_space_decoding_and_structure_import_no_torch() -> None:
+    code = (
+        "import sys, gansearch.spaces.joint, gansearch.compress.structure, "
+        "gansearch.compress.recipes; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_genes_are_plain_choices_and_masks(full_toy_space: JointSpace) -> None:

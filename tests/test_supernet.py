@@ -14,19 +14,19 @@ import torch
 from torch import nn
 
 from gansearch.compress import describe, magnitude_masks, prune_channels
-from gansearch.compress.prune import channel_importance
+from gansearch.compress.batchnorm import recalibrate_batchnorm
+from gansearch.compress.importance import channel_importance, channel_order
+from gansearch.compress.recipes import SupernetRecipe
+from gansearch.compress.structure import width_for
 from gansearch.compress.supernet import (
     Supernet,
     SupernetError,
     WidthSampler,
-    channel_order,
     extract,
     load_supernet,
     masked,
-    recalibrate_batchnorm,
     save_supernet,
     train_supernet,
-    width_for,
 )
 from gansearch.config import SupernetConfig
 from gansearch.errors import CheckpointError
@@ -34,6 +34,7 @@ from tests.toy_models import toy_generator
 
 LATENT_SHAPE = (8,)
 RATIOS = (0.25, 0.5, 0.75, 1.0)
+EXAMPLE = torch.zeros(2, *LATENT_SHAPE)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,8 +50,8 @@ def structure(teacher: nn.Module):
     return describe(teacher, torch.zeros(2, *LATENT_SHAPE))
 
 
-def _config(steps: int, seed: int = 0, **changes) -> SupernetConfig:
-    return SupernetConfig(steps=steps, ratios=RATIOS, lr=3e-3, batch_size=16, seed=seed, **changes)
+def _config(steps: int, seed: int = 0) -> SupernetRecipe:
+    return SupernetRecipe(steps=steps, ratios=RATIOS, lr=3e-3, batch_size=16, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +143,13 @@ def test_extracted_widths_have_the_expected_channel_counts(trained: Supernet) ->
 def test_widths_keep_the_most_important_channels_first(teacher: nn.Module, structure) -> None:
     """Untrained, a sub-generator is exactly the magnitude-pruned teacher."""
     supernet = Supernet(
-        copy.deepcopy(teacher), structure, channel_order(teacher, structure), RATIOS, LATENT_SHAPE
+        copy.deepcopy(teacher),
+        structure,
+        channel_order(teacher, structure, EXAMPLE),
+        RATIOS,
+        LATENT_SHAPE,
     )
-    masks = magnitude_masks(structure, channel_importance(teacher, structure), 0.5)
+    masks = magnitude_masks(structure, channel_importance(teacher, structure, EXAMPLE), 0.5)
     assert supernet.keep_masks(supernet.widths(0.5)) == masks
     pruned = prune_channels(teacher, structure, masks, torch.zeros(2, 8)).eval()
     sub = extract(supernet, supernet.widths(0.5), calibration_batches=0)
@@ -169,9 +174,14 @@ def test_training_is_deterministic_and_leaves_the_teacher_alone(
         assert torch.equal(tensor, state[name]), name
 
 
+@pytest.mark.slow
 def test_training_improves_the_smallest_sub_generator(teacher: nn.Module, structure) -> None:
     untrained = Supernet(
-        copy.deepcopy(teacher), structure, channel_order(teacher, structure), RATIOS, LATENT_SHAPE
+        copy.deepcopy(teacher),
+        structure,
+        channel_order(teacher, structure, EXAMPLE),
+        RATIOS,
+        LATENT_SHAPE,
     )
     before = _teacher_l1(extract(untrained, untrained.smallest(), batch_size=32), teacher)
     supernet = train_supernet(
@@ -206,6 +216,10 @@ def test_save_and_load_round_trip(trained: Supernet, teacher: nn.Module, structu
     record = json.loads((tmp_path / "manifest.json").read_text())["toy-supernet"]
     assert record["command"] == "gansearch supernet train x" and record["seed"] == 0
     assert record["channel_order"] == {k: list(v) for k, v in trained.order.items()}
+    # The recipe is recorded exactly as the study's validated `supernet:` section.
+    section = SupernetConfig(steps=8, ratios=RATIOS, lr=3e-3, batch_size=16, seed=0)
+    assert section.recipe() == config
+    assert record["recipe"] == section.model_dump(mode="json")
     loaded = load_supernet(teacher, structure, tmp_path, entry="toy-supernet")
     assert loaded.order == trained.order and loaded.ratios == RATIOS
     for name, tensor in trained.model.state_dict().items():
@@ -228,7 +242,7 @@ def toy_images() -> torch.Tensor:
 def test_cli_reports_a_diverging_run_as_one_line(tmp_path, capsys) -> None:
     import typer
 
-    from gansearch import cli
+    from gansearch.cli.supernet import supernet_train
 
     study = tmp_path / "study.yaml"
     study.write_text(
@@ -241,7 +255,7 @@ def test_cli_reports_a_diverging_run_as_one_line(tmp_path, capsys) -> None:
         "supernet: {steps: 5, lr: 1.0e+30, batch_size: 8, ratios: [0.5, 1.0]}\n"
     )
     with pytest.raises(typer.Exit) as caught:
-        cli.supernet_train(study, steps=None, out=tmp_path / "out")
+        supernet_train(study, steps=None, out=tmp_path / "out")
     assert caught.value.exit_code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("gansearch: error:")]

@@ -18,10 +18,11 @@ copy of the teacher (the teacher is never modified):
    activations (on a factorised layer, the first factor's input), calibrated on the given
    batches (the example input if none are given).
 
-Stored bytes are exact: :func:`encoded_state` returns exactly the tensors an exporter
-writes (encoded weight payloads, biases and norm tensors in ``norm_dtype``, activation
-ranges as float32 pairs, anything else unchanged; ``num_batches_tracked`` excluded), and
-:meth:`CompressedGenerator.stored_nbytes` is the sum of their sizes. Biases are stored in
+Stored bytes are exact: :func:`~gansearch.compress.serialize.encoded_state` returns
+exactly the tensors an exporter writes (encoded weight payloads, biases and norm tensors
+in ``norm_dtype``, activation ranges as float32 pairs, anything else unchanged;
+``num_batches_tracked`` excluded), and :meth:`CompressedGenerator.stored_nbytes` is the
+sum of their sizes. Biases are stored in
 ``norm_dtype`` (they are per-channel vectors like norm parameters).
 """
 
@@ -37,21 +38,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from gansearch.compress.actquant import attach_activation_quant, calibrate_activations
+from gansearch.compress.dependency import COMPRESSIBLE_TYPES, NORM_TYPES
+from gansearch.compress.deploy import deployment_copy
 from gansearch.compress.encodings import FloatEncoding, parse_encoding
-from gansearch.compress.fakequant import (
-    ACTIVATION_QUANT_NAME,
-    attach_activation_quant,
-    attach_weight_encoding,
-    calibrate_activations,
-    encoded_weight,
-)
-from gansearch.compress.groups import (
-    COMPRESSIBLE_TYPES,
-    NORM_TYPES,
-    GeneratorStructure,
-    describe,
-)
-from gansearch.compress.lowrank import factor_names, factorize
+from gansearch.compress.fakequant import attach_weight_encoding
+from gansearch.compress.groups import describe
+from gansearch.compress.lowrank import factorize
 from gansearch.compress.plan import (
     FLOAT_ACTIVATION_BITS,
     CompressionPlan,
@@ -59,13 +52,13 @@ from gansearch.compress.plan import (
     validate,
 )
 from gansearch.compress.prune import prune_channels, removed_channels
+from gansearch.compress.serialize import NORM_TORCH_DTYPES, encoded_state, weight_layers
+from gansearch.compress.structure import GeneratorStructure
 from gansearch.errors import GansearchError
 
 if TYPE_CHECKING:
     from gansearch.compress.supernet import Supernet
 
-MANIFEST_VERSION = 1
-_NORM_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 class UnknownTransformError(GansearchError):
@@ -170,7 +163,7 @@ def _encode_weights(model: nn.Module, config: WeightEncodingConfig) -> nn.Module
             continue
         for _, module in weight_layers(model, name):
             attach_weight_encoding(module, encoding, seed=config.seed)
-    dtype = _NORM_TORCH_DTYPES[config.norm_dtype]
+    dtype = NORM_TORCH_DTYPES[config.norm_dtype]
     if dtype != torch.float32:
         with torch.no_grad():
             for tensor in _norm_and_bias_tensors(model):
@@ -212,19 +205,6 @@ def activation_module(model: nn.Module, name: str) -> nn.Module:
     return weight_layers(model, name)[0][1]
 
 
-def weight_layers(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
-    """The Conv/Linear module(s) holding layer ``name``'s weight: itself, or its two factors."""
-    module = model.get_submodule(name)
-    if isinstance(module, COMPRESSIBLE_TYPES):
-        return [(name, module)]
-    if isinstance(module, nn.Sequential) and len(module) == 2:
-        return list(zip(factor_names(name), module, strict=True))
-    raise GansearchError(
-        f"layer '{name}' is a {type(module).__name__}, neither a Conv/Linear layer nor a "
-        "low-rank factorisation of one."
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # apply_plan and the compressed generator
 # ---------------------------------------------------------------------------------------
@@ -242,13 +222,11 @@ class CompressedGenerator(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
 
-    def deployment_module(self) -> nn.Module:
+    def deployment_module(self, **options: Any) -> nn.Module:
         """The network this candidate deploys as (and is timed as): a new eval-mode copy
-        with weights dequantised and BatchNorm folded; see
+        with weights dequantised and BatchNorm folded; ``options`` are those of
         :func:`~gansearch.compress.deploy.deployment_copy`."""
-        from gansearch.compress.deploy import deployment_copy
-
-        return deployment_copy(self.module)
+        return deployment_copy(self.module, **options)
 
     def stored_nbytes(self) -> int:
         """Exact bytes of :func:`encoded_state` (what an exporter writes)."""
@@ -343,104 +321,3 @@ def apply_plan(
     for config in plan_configs(plan, structure, example_input, calibration_batches):
         model = apply_transform(model, config)
     return CompressedGenerator(model, plan, structure)
-
-
-# ---------------------------------------------------------------------------------------
-# Storage view
-# ---------------------------------------------------------------------------------------
-
-
-def encoded_state(compressed: CompressedGenerator) -> dict[str, torch.Tensor]:
-    """Exactly the tensors stored for ``compressed`` (name -> payload tensor).
-
-    * ``f"{layer}.weight.{key}"``: the encoded weight's payload (``EncodedTensor.tensors``
-      of :func:`~gansearch.compress.fakequant.encoded_weight`); for a factorised layer,
-      ``layer`` is each factor ``name.0`` / ``name.1``;
-    * ``f"{layer}.bias"`` and norm ``weight`` / ``bias`` / ``running_mean`` /
-      ``running_var``: in the plan's ``norm_dtype``;
-    * activation ranges: the float32 ``lo`` / ``hi`` buffers of each input quantiser,
-      under their state_dict names (``f"{module}.input_quant.lo"`` / ``.hi``);
-    * any other parameter or buffer: unchanged, under its state_dict name.
-
-    ``num_batches_tracked`` is not stored. The sum of the tensors' sizes is
-    :meth:`CompressedGenerator.stored_nbytes`.
-    """
-    model = compressed.module
-    dtype = _NORM_TORCH_DTYPES[compressed.plan.norm_dtype]
-    state: dict[str, torch.Tensor] = {}
-    covered: set[int] = set()
-
-    for layer in compressed.structure.layers:
-        for qualified, module in weight_layers(model, layer.name):
-            for key, tensor in encoded_weight(module).tensors.items():
-                state[f"{qualified}.weight.{key}"] = tensor
-            if parametrize.is_parametrized(module, "weight"):
-                owner: nn.Module = module.parametrizations.weight
-                covered.update(id(t) for t in (*owner.parameters(), *owner.buffers()))
-            else:
-                covered.add(id(module.weight))
-            if module.bias is not None:
-                state[f"{qualified}.bias"] = module.bias.detach().to(dtype)
-                covered.add(id(module.bias))
-    for norm in compressed.structure.norms:
-        module = model.get_submodule(norm.name)
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            tensor = getattr(module, key, None)
-            if tensor is not None:
-                state[f"{norm.name}.{key}"] = tensor.detach().to(dtype)
-                covered.add(id(tensor))
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if id(tensor) in covered or name.endswith("num_batches_tracked"):
-            continue
-        state[name] = tensor.detach()
-    return state
-
-
-def encoding_manifest(compressed: CompressedGenerator) -> dict[str, Any]:
-    """JSON-able metadata to rebuild ``compressed`` from :func:`encoded_state`."""
-    model = compressed.module
-    weights: dict[str, Any] = {}
-    factorized: dict[str, Any] = {}
-    activations: dict[str, Any] = {}
-    for layer in compressed.structure.layers:
-        pairs = weight_layers(model, layer.name)
-        if len(pairs) == 2:
-            factorized[layer.name] = {
-                "rank": compressed.plan.layer(layer.name).rank,
-                "factors": [name for name, _ in pairs],
-            }
-        for qualified, module in pairs:
-            encoded = encoded_weight(module)
-            weights[qualified] = {
-                "layer": layer.name,
-                "type": type(module).__name__,
-                "spec": encoded.spec,
-                "shape": list(encoded.shape),
-                "channel_axis": encoded.channel_axis,
-                "bias": module.bias is not None,
-            }
-        bits = compressed.plan.layer(layer.name).activation_bits
-        if bits != FLOAT_ACTIVATION_BITS:
-            where = pairs[0][0]
-            activations[layer.name] = {
-                "bits": bits,
-                "module": where,
-                "range": [
-                    f"{where}.{ACTIVATION_QUANT_NAME}.lo",
-                    f"{where}.{ACTIVATION_QUANT_NAME}.hi",
-                ],
-            }
-    state = encoded_state(compressed)
-    return {
-        "version": MANIFEST_VERSION,
-        "plan": compressed.plan.to_dict(),
-        "norm_dtype": compressed.plan.norm_dtype,
-        "weights": weights,
-        "factorized": factorized,
-        "activations": activations,
-        "tensors": {
-            name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
-            for name, t in sorted(state.items())
-        },
-        "stored_nbytes": sum(t.numel() * t.element_size() for t in state.values()),
-    }

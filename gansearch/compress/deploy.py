@@ -3,7 +3,7 @@
 :func:`deployment_copy` returns an eval-mode copy that computes the same function as the
 simulated (fake-quantised) generator, with inference-only rewrites that remove work:
 
-1. **Weights dequantised** (:func:`~gansearch.compress.export.dequantized_copy`): every
+1. **Weights dequantised** (:func:`dequantized_copy`): every
    encoded weight becomes a plain, contiguous float parameter holding its decoded value.
 2. **BatchNorm folded into the preceding convolution** (Ioffe and Szegedy, "Batch
    Normalization", ICML 2015, Sec. 3.2: in inference the normalisation is a fixed
@@ -30,7 +30,7 @@ BatchNorm whose input is not a convolution's output alone - e.g. after a residua
 a concatenation, an activation, or a convolution whose output is also used elsewhere;
 a convolution called more than once (shared weights) or carrying forward hooks.
 
-Activation quantisers (:class:`~gansearch.compress.fakequant.ActivationQuantizer`, an
+Activation quantisers (:class:`~gansearch.compress.actquant.ActivationQuantizer`, an
 ``input_quant`` submodule run by a forward pre-hook on a layer's input) are kept, with
 their calibrated ranges. Their rounding is preserved exactly by default: a fold changes
 the values it produces by float rounding (a few ulps), and a value that sits on a
@@ -53,6 +53,7 @@ nothing unless ``fold_before_quantizers=True``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import warnings
 from collections import Counter
@@ -60,11 +61,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from gansearch.compress.export import dequantized_copy
-from gansearch.compress.fakequant import ACTIVATION_QUANT_NAME, ActivationQuantizer
+from gansearch.compress.actquant import ACTIVATION_QUANT_NAME, ActivationQuantizer
 
-__all__ = ["DeploymentReport", "deployment_copy"]
+__all__ = ["DeploymentReport", "deployment_copy", "dequantized_copy"]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -101,7 +102,7 @@ class _Graph:
 
 
 def deployment_copy(
-    compressed_or_module: nn.Module,
+    module: nn.Module,
     *,
     fold_before_quantizers: bool = False,
     report: DeploymentReport | None = None,
@@ -109,8 +110,9 @@ def deployment_copy(
     """The deployment form of a generator: dequantised, BatchNorm folded, eval mode.
 
     Args:
-        compressed_or_module: a :class:`~gansearch.compress.apply.CompressedGenerator`
-            (its ``module`` is used) or any generator ``nn.Module``. Left unchanged.
+        module: any generator ``nn.Module`` (for a compressed candidate, its ``module``,
+            or call :meth:`~gansearch.compress.apply.CompressedGenerator.deployment_module`).
+            Left unchanged.
         fold_before_quantizers: also fold / merge where the result feeds an activation
             quantiser (faster, but its rounding may flip by one step; see module docs).
         report: if given, filled with what was folded and merged.
@@ -120,15 +122,8 @@ def deployment_copy(
         rounding; activation quantisers see identical inputs unless
         ``fold_before_quantizers``) with plain contiguous float weights.
     """
-    from gansearch.compress.apply import CompressedGenerator
-
-    source = (
-        compressed_or_module.module
-        if isinstance(compressed_or_module, CompressedGenerator)
-        else compressed_or_module
-    )
     report = report if report is not None else DeploymentReport()
-    model = dequantized_copy(source).eval()
+    model = dequantized_copy(module).eval()
     graph = _analyse(model, fold_before_quantizers)
     report.tracer = graph.tracer
     with torch.no_grad():
@@ -137,6 +132,33 @@ def deployment_copy(
         for parameter in model.parameters():
             parameter.data = parameter.data.contiguous()
     return model
+
+
+def dequantized_copy(module: nn.Module) -> nn.Module:
+    """An eval-mode deep copy of ``module`` with every parametrised weight baked in.
+
+    The copy's weights are plain parameters holding the decoded (dequantised) values, so
+    it runs as an ordinary float network; ``module`` is left unchanged. Activation
+    quantisers are kept.
+    """
+    baked = copy.deepcopy(module).eval()
+    for submodule in baked.modules():
+        if not parametrize.is_parametrized(submodule):
+            continue
+        # torch's deepcopy shares the injected ``Parametrized<Class>`` between the original
+        # and the copy, and remove_parametrizations deletes the weight property from that
+        # class, which would break the original. Give the copy a private class first.
+        shared = type(submodule)
+        submodule.__class__ = type(shared.__name__, shared.__bases__, dict(shared.__dict__))
+        for name in list(submodule.parametrizations.keys()):
+            parametrize.remove_parametrizations(submodule, name, leave_parametrized=True)
+            baked_tensor = getattr(submodule, name)
+            # Decoded weights can be strided views (channel axis moved back); kernels want
+            # the standard layout, as the teacher has.
+            baked_tensor.data = baked_tensor.data.contiguous()
+        if hasattr(submodule, "weight_bits"):
+            submodule.weight_bits = 32
+    return baked
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 :func:`describe` traces the teacher once with Torch-Pruning's ``DependencyGraph``
 (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023) and returns a
-:class:`GeneratorStructure`: plain, JSON-able data that plans are validated against.
+:class:`~gansearch.compress.structure.GeneratorStructure`: plain, JSON-able data that
+plans are validated against.
 
-Only the *what is coupled* part of Torch-Pruning is used. Each :class:`PrunableGroup`
-lists every (layer, dimension) that must lose channels together, e.g.
+Only the *what is coupled* part of Torch-Pruning is used (see
+:mod:`gansearch.compress.dependency`). Each
+:class:`~gansearch.compress.structure.PrunableGroup` lists every (layer, dimension) that
+must lose channels together, e.g.
 
 * a residual add: the block's last conv/norm, the layer feeding the skip, and every
   consumer of the sum;
@@ -33,291 +36,31 @@ are never pruned on their output side.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from gansearch.errors import GansearchError
-
-COMPRESSIBLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
+from gansearch.compress.dependency import (
+    COMPRESSIBLE_TYPES,
+    NORM_TYPES,
+    anchored_group,
+    build_dependency_graph,
+    named_items,
+    run_forward,
 )
-OUT = "out"
-IN = "in"
-
-
-class StructureError(GansearchError):
-    """A generator (or example input) that cannot be described for compression."""
-
-
-@dataclass(frozen=True)
-class GroupMember:
-    """One (layer, dimension) of a group.
-
-    Attributes:
-        layer: Qualified module name.
-        dim: ``"out"`` (output channels / norm features) or ``"in"`` (input channels).
-        unit: Channels of this dimension removed per channel of the group.
-        offset: First channel of this dimension that belongs to the group (non-zero for
-            the consumer of a concatenation). Channel ``c`` of the group is channels
-            ``offset + c*unit .. offset + (c+1)*unit - 1`` of this dimension, in the
-            unpruned teacher.
-    """
-
-    layer: str
-    dim: str
-    unit: int = 1
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class PrunableGroup:
-    """Channels that must be pruned together.
-
-    Attributes:
-        name: Qualified name of the first (in module order) Conv/Linear whose output
-            channels belong to the group.
-        num_channels: Length of the group's keep-mask.
-        members: Every (layer, dimension) touched, in module order.
-        anchor: The member whose channel ``i`` is the group's channel ``i``; pruning is
-            rooted there.
-    """
-
-    name: str
-    num_channels: int
-    members: tuple[GroupMember, ...]
-    anchor: GroupMember
-
-    @property
-    def member_layers(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for member in self.members:
-            seen.setdefault(member.layer, None)
-        return tuple(seen)
-
-
-@dataclass(frozen=True)
-class ExcludedGroup:
-    """A coupled group that is not offered for pruning, and why."""
-
-    name: str
-    num_channels: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """A Conv2d / ConvTranspose2d / Linear layer (the unit of low-rank and encodings).
-
-    Attributes:
-        full_rank: ``min(out, in * kh * kw)`` (``min(out, in)`` for Linear), the largest
-            useful SVD rank (see :mod:`gansearch.compress.lowrank`).
-    """
-
-    name: str
-    type: str
-    weight_shape: tuple[int, ...]
-    in_channels: int
-    out_channels: int
-    has_bias: bool
-    groups: int
-    full_rank: int
-
-    @property
-    def factorizable(self) -> bool:
-        return self.groups == 1
-
-    @property
-    def kernel_numel(self) -> int:
-        numel = 1
-        for size in self.weight_shape[2:]:
-            numel *= size
-        return numel
-
-    def param_count(self, in_channels: int, out_channels: int) -> int:
-        """Parameters of this layer with the given channel counts."""
-        if self.groups == 1:
-            weight = out_channels * in_channels * self.kernel_numel
-        elif self.groups == self.in_channels == self.out_channels:  # depthwise stays depthwise
-            weight = out_channels * self.kernel_numel
-        else:
-            weight = out_channels * (in_channels // self.groups) * self.kernel_numel
-        return weight + (out_channels if self.has_bias else 0)
-
-
-@dataclass(frozen=True)
-class NormInfo:
-    """A BatchNorm / InstanceNorm layer."""
-
-    name: str
-    type: str
-    num_features: int
-    affine: bool
-    running_stats: bool
-
-
-@dataclass(frozen=True)
-class GeneratorStructure:
-    """JSON-able description of a teacher, built by :func:`describe`.
-
-    Attributes:
-        groups: Prunable groups in module order of their names.
-        layers: Compressible layers in module order.
-        norms: Norm layers in module order.
-        output_layers: Layers producing the generator output (output channels fixed).
-        excluded_groups: Coupled groups not offered for pruning, with reasons.
-        other_param_count: Parameters outside ``layers`` and ``norms`` (never pruned).
-    """
-
-    groups: tuple[PrunableGroup, ...]
-    layers: tuple[LayerInfo, ...]
-    norms: tuple[NormInfo, ...]
-    output_layers: tuple[str, ...]
-    excluded_groups: tuple[ExcludedGroup, ...] = ()
-    other_param_count: int = 0
-
-    def group(self, name: str) -> PrunableGroup:
-        for group in self.groups:
-            if group.name == name:
-                return group
-        raise KeyError(f"unknown group '{name}'; known groups are {[g.name for g in self.groups]}")
-
-    def layer(self, name: str) -> LayerInfo:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(f"unknown layer '{name}'; known layers are {[x.name for x in self.layers]}")
-
-    def channels_after_pruning(self, kept: Mapping[str, int]) -> dict[tuple[str, str], int]:
-        """(layer, dim) -> channel count once each group keeps ``kept[group]`` channels.
-
-        Groups missing from ``kept`` keep all their channels.
-        """
-        sizes: dict[tuple[str, str], int] = {}
-        for layer in self.layers:
-            sizes[(layer.name, IN)] = layer.in_channels
-            sizes[(layer.name, OUT)] = layer.out_channels
-        for norm in self.norms:
-            sizes[(norm.name, OUT)] = norm.num_features
-        for group in self.groups:
-            removed = group.num_channels - kept.get(group.name, group.num_channels)
-            for member in group.members:
-                sizes[(member.layer, member.dim)] -= member.unit * removed
-        return sizes
-
-    def full_rank_after_pruning(self, layer: str, kept: Mapping[str, int]) -> int:
-        info = self.layer(layer)
-        sizes = self.channels_after_pruning(kept)
-        in_channels, out_channels = sizes[(layer, IN)], sizes[(layer, OUT)]
-        return min(out_channels, in_channels * info.kernel_numel)
-
-    def param_count(self, kept: Mapping[str, int] | None = None) -> int:
-        """Parameters of the generator once each group keeps ``kept[group]`` channels."""
-        sizes = self.channels_after_pruning(kept or {})
-        total = self.other_param_count
-        for layer in self.layers:
-            total += layer.param_count(sizes[(layer.name, IN)], sizes[(layer.name, OUT)])
-        for norm in self.norms:
-            if norm.affine:
-                total += 2 * sizes[(norm.name, OUT)]
-        return total
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GeneratorStructure:
-        def group(g: Mapping[str, Any]) -> PrunableGroup:
-            return PrunableGroup(
-                name=g["name"],
-                num_channels=g["num_channels"],
-                members=tuple(GroupMember(**m) for m in g["members"]),
-                anchor=GroupMember(**g["anchor"]),
-            )
-
-        return cls(
-            groups=tuple(group(g) for g in data["groups"]),
-            layers=tuple(
-                LayerInfo(**{**x, "weight_shape": tuple(x["weight_shape"])}) for x in data["layers"]
-            ),
-            norms=tuple(NormInfo(**x) for x in data["norms"]),
-            output_layers=tuple(data["output_layers"]),
-            excluded_groups=tuple(ExcludedGroup(**x) for x in data["excluded_groups"]),
-            other_param_count=data["other_param_count"],
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> GeneratorStructure:
-        return cls.from_dict(json.loads(text))
-
-
-# ---------------------------------------------------------------------------------------
-# Torch-Pruning helpers (shared with prune.py)
-# ---------------------------------------------------------------------------------------
-
-
-def run_forward(model: nn.Module, example_input: Any) -> Any:
-    """Call ``model`` on ``example_input`` (a tensor, a tuple of positional args or a dict)."""
-    if isinstance(example_input, torch.Tensor):
-        return model(example_input)
-    if isinstance(example_input, Mapping):
-        return model(**example_input)
-    if isinstance(example_input, (tuple, list)):
-        return model(*example_input)
-    raise StructureError(
-        f"example_input must be a tensor, a tuple of tensors or a dict, "
-        f"but got {type(example_input).__name__}."
-    )
-
-
-def build_dependency_graph(model: nn.Module, example_input: Any) -> Any:
-    """Trace ``model`` (which Torch-Pruning puts in eval mode) into a ``DependencyGraph``."""
-    import torch_pruning as tp
-
-    with torch.enable_grad():
-        return tp.DependencyGraph().build_dependency(
-            model,
-            example_inputs=example_input,
-            forward_fn=run_forward,  # never let tp try model(*tensor) on a batch
-            verbose=False,
-        )
-
-
-def pruning_fn(graph: Any, module: nn.Module, dim: str) -> Any:
-    pruner = graph.get_pruner_of_module(module)
-    return pruner.prune_out_channels if dim == OUT else pruner.prune_in_channels
-
-
-def anchored_group(graph: Any, model: nn.Module, group: PrunableGroup, idxs: list[int]) -> Any:
-    """Torch-Pruning group removing channels ``idxs`` of ``group`` (rooted at its anchor)."""
-    module = model.get_submodule(group.anchor.layer)
-    return graph.get_pruning_group(module, pruning_fn(graph, module, group.anchor.dim), idxs)
-
-
-def named_items(graph: Any, tp_group: Any, names: Mapping[nn.Module, str]) -> list[tuple]:
-    """(layer name, dim, idxs, root_idxs, module) of the named modules in a tp group."""
-    items = []
-    for item in tp_group:
-        module = item.dep.target.module
-        if module not in names:
-            continue
-        dim = OUT if graph.is_out_channel_pruning_fn(item.dep.handler) else IN
-        items.append((names[module], dim, list(item.idxs), list(item.root_idxs), module))
-    return items
-
-
-# ---------------------------------------------------------------------------------------
-# describe()
-# ---------------------------------------------------------------------------------------
+from gansearch.compress.prune import prune_channels
+from gansearch.compress.structure import (
+    OUT,
+    ExcludedGroup,
+    GeneratorStructure,
+    GroupMember,
+    LayerInfo,
+    NormInfo,
+    PrunableGroup,
+    StructureError,
+)
 
 
 def describe(teacher: nn.Module, example_input: Any) -> GeneratorStructure:
@@ -558,8 +301,6 @@ def _verify_group(
     """Prune one channel of ``group`` on a copy and run the example forward."""
     if group.num_channels < 2:
         return None
-    from gansearch.compress.prune import prune_channels
-
     structure = GeneratorStructure(groups=(group,), layers=(), norms=(), output_layers=())
     mask = (True,) * (group.num_channels - 1) + (False,)
     try:

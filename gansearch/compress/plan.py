@@ -16,14 +16,14 @@ Conventions:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gansearch.errors import GansearchError
 
 if TYPE_CHECKING:
-    from gansearch.compress.groups import GeneratorStructure
+    from gansearch.compress.structure import GeneratorStructure
 
 PLAN_VERSION = 1
 NORM_DTYPES = ("float16", "float32")
@@ -179,6 +179,32 @@ def check_width(group: str, width: object, num_channels: int) -> None:
         )
 
 
+def check_masks(masks: Mapping[str, Sequence[bool]], structure: GeneratorStructure) -> None:
+    """Every mask names a group of ``structure``, has its length and keeps a channel.
+
+    Raises:
+        InvalidPlanError: naming the group, for an unknown group, a mask of the wrong
+            length or one that keeps no channel.
+    """
+    groups = {g.name: g for g in structure.groups}
+    for name, mask in masks.items():
+        group = groups.get(name)
+        if group is None:
+            raise InvalidPlanError(
+                f"group '{name}': unknown group; known groups are {sorted(groups)}."
+            )
+        if len(mask) != group.num_channels:
+            raise InvalidPlanError(
+                f"group '{name}': mask has {len(mask)} entries, but the group has "
+                f"{group.num_channels} channels."
+            )
+        if not any(mask):
+            raise InvalidPlanError(
+                f"group '{name}': mask keeps 0 of {group.num_channels} channels; "
+                "at least one channel must be kept."
+            )
+
+
 def validate(plan: CompressionPlan, structure: GeneratorStructure) -> None:
     """Check that ``plan`` fits the generator described by ``structure``.
 
@@ -200,24 +226,8 @@ def validate(plan: CompressionPlan, structure: GeneratorStructure) -> None:
             f"plan: norm_dtype must be one of {list(NORM_DTYPES)}, but got {plan.norm_dtype!r}."
         )
 
+    check_masks(plan.masks, structure)
     groups = {g.name: g for g in structure.groups}
-    for name, mask in plan.masks.items():
-        group = groups.get(name)
-        if group is None:
-            raise InvalidPlanError(
-                f"group '{name}': unknown group; known groups are {sorted(groups)}."
-            )
-        if len(mask) != group.num_channels:
-            raise InvalidPlanError(
-                f"group '{name}': mask has {len(mask)} entries, but the group has "
-                f"{group.num_channels} channels."
-            )
-        if not any(mask):
-            raise InvalidPlanError(
-                f"group '{name}': mask keeps 0 of {group.num_channels} channels; "
-                "at least one channel must be kept."
-            )
-
     if plan.widths is not None:
         if plan.masks:
             raise InvalidPlanError(

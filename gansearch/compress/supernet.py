@@ -7,12 +7,13 @@ distilled into a weight-sharing supernet initialised from the teacher itself:
 
 1. **Channel order.** The channels of each prunable group (see
    :func:`~gansearch.compress.groups.describe`) are ranked by L1 importance
-   (:func:`~gansearch.compress.prune.channel_importance`), most important first. A
+   (:func:`~gansearch.compress.importance.channel_order`), most important first. A
    sub-generator of width ``w`` for a group keeps the first ``w`` channels in that order,
    so at initialisation every sub-generator equals the magnitude-pruned teacher of the
    same widths. The order is fixed for the supernet's life and stored with its weights.
 2. **Masked training.** A forward hook on each *output-side* member of a group (its
-   Conv/Linear and its norm layer) multiplies the output by a 0/1 channel mask. Zeroing a
+   Conv/Linear and its norm layer) multiplies the output by a 0/1 channel mask
+   (:class:`~gansearch.compress.masking.ChannelMasker`). Zeroing a
    channel after its norm layer is the same as removing it: every consumer's input
    channel then contributes nothing (this holds for activations with ``f(0) = 0``;
    :func:`train_supernet` verifies it on the given generator before training).
@@ -20,7 +21,7 @@ distilled into a weight-sharing supernet initialised from the teacher itself:
    Techniques", ICCV 2019). Each step accumulates the gradients of the largest, the
    smallest and one random width vector (one ratio drawn per group) on the same latents,
    then takes one optimiser step. Each is distilled from the teacher with
-   :class:`~gansearch.compress.distill.DistillationLoss` (default: pixel + feature terms,
+   :class:`~gansearch.compress.distill_loss.DistillationLoss` (default: pixel + feature terms,
    survey Eq. 2 and 6-7; the learned 1x1 feature mappings are shared across widths).
 4. **Extraction.** :func:`extract` physically prunes a copy with
    :func:`~gansearch.compress.prune.prune_channels` (keep-masks = first ``w`` channels in
@@ -31,12 +32,17 @@ distilled into a weight-sharing supernet initialised from the teacher itself:
 
 Weights are stored as safetensors with the channel order per group in the JSON manifest
 (:func:`save_supernet` / :func:`load_supernet`); nothing is pickled.
+
+The module is longer than most (about 490 lines) because it keeps one object's whole life
+together: the :class:`Supernet` value, its training, extraction, storage and the
+comparison with magnitude pruning. Masking, BatchNorm recalibration and the loss live in
+:mod:`~gansearch.compress.masking`, :mod:`~gansearch.compress.batchnorm` and
+:mod:`~gansearch.compress.distill_loss`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,10 +52,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gansearch.compress.batchnorm import calibration_latents, recalibrate_batchnorm
 from gansearch.compress.distill import (
-    ADAM_BETAS,
-    DistillationLoss,
-    FeatureTap,
     Progress,
     check_finite,
     check_parameters,
@@ -57,10 +61,13 @@ from gansearch.compress.distill import (
     data_seed,
     real_batches,
 )
-from gansearch.compress.groups import OUT, GeneratorStructure
+from gansearch.compress.distill_loss import ADAM_BETAS, DistillationLoss, FeatureTap
+from gansearch.compress.importance import channel_importance, channel_order, magnitude_masks
+from gansearch.compress.masking import ChannelMasker
 from gansearch.compress.plan import InvalidPlanError, check_width
-from gansearch.compress.prune import channel_importance, magnitude_masks, prune_channels
-from gansearch.config import SupernetConfig
+from gansearch.compress.prune import prune_channels
+from gansearch.compress.recipes import SupernetRecipe
+from gansearch.compress.structure import GeneratorStructure, width_for
 from gansearch.errors import CheckpointError, GansearchError
 
 SUPERNET_FILE = "supernet.safetensors"
@@ -70,21 +77,6 @@ SANDWICH = ("largest", "smallest", "random")
 
 class SupernetError(GansearchError):
     """A generator whose channel masking is not equivalent to pruning, or a bad supernet."""
-
-
-def width_for(ratio: float, num_channels: int) -> int:
-    """Channels kept at ``ratio``: ``round(ratio * C)``, at least 1 (as ``magnitude_masks``)."""
-    return max(1, min(num_channels, math.floor(ratio * num_channels + 0.5)))
-
-
-def channel_order(teacher: nn.Module, structure: GeneratorStructure) -> dict[str, tuple[int, ...]]:
-    """Group name -> channel indices by decreasing L1 importance (ties: lower index first)."""
-    importance = channel_importance(teacher, structure)
-    order = {}
-    for group in structure.groups:
-        scores = [float(s) for s in importance[group.name]]
-        order[group.name] = tuple(sorted(range(group.num_channels), key=lambda i: (-scores[i], i)))
-    return order
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,90 +173,12 @@ class WidthSampler:
         return [self.supernet.largest(), self.supernet.smallest(), self.random()]
 
 
-def _output_size(module: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.out_channels
-    size = getattr(module, "num_features", None)
-    if size is None:
-        raise SupernetError(
-            f"cannot mask the output channels of a {type(module).__name__}; supported are "
-            "Conv, ConvTranspose, Linear and norm layers"
-        )
-    return int(size)
-
-
-class ChannelMasker:
-    """Zeroes the channels outside the current widths at every output-side group member.
-
-    A context manager: hooks are attached on enter and removed on exit, so the supernet's
-    model never keeps them (and copies of it stay plain). Enter it *before* any
-    :class:`~gansearch.compress.distill.FeatureTap` so that the tap sees masked outputs.
-    """
-
-    def __init__(self, supernet: Supernet, model: nn.Module | None = None) -> None:
-        self.supernet = supernet
-        self.model = supernet.model if model is None else model
-        self.members: dict[str, list[tuple[Any, ...]]] = {}
-        for group in supernet.structure.groups:
-            for member in group.members:
-                if member.dim == OUT:
-                    self.members.setdefault(member.layer, []).append((group, member))
-        self.masks: dict[str, Tensor] = {}
-        self._handles: list[Any] = []
-
-    def set_widths(self, widths: Mapping[str, int]) -> None:
-        """Mask every group to ``widths`` (groups not listed keep all channels)."""
-        keep = self.supernet.keep_masks(widths)
-        masks = {}
-        for layer, entries in self.members.items():
-            mask = None
-            for group, member in entries:
-                removed = [c for c, kept in enumerate(keep[group.name]) if not kept]
-                if not removed:
-                    continue
-                if mask is None:
-                    mask = torch.ones(_output_size(self.model.get_submodule(layer)))
-                for c in removed:
-                    start = member.offset + c * member.unit
-                    mask[start : start + member.unit] = 0.0
-            if mask is not None:
-                masks[layer] = mask
-        self.masks = masks
-
-    def _hook(self, layer: str, linear: bool) -> Callable[..., Tensor | None]:
-        def apply(_module: nn.Module, _args: Any, output: Tensor) -> Tensor | None:
-            mask = self.masks.get(layer)
-            if mask is None:
-                return None
-            if linear:
-                return output * mask.to(output)
-            shape = [1] * output.dim()
-            shape[1] = -1
-            return output * mask.to(output).view(shape)
-
-        return apply
-
-    def __enter__(self) -> ChannelMasker:
-        for layer in self.members:
-            module = self.model.get_submodule(layer)
-            hook = self._hook(layer, isinstance(module, nn.Linear))
-            self._handles.append(module.register_forward_hook(hook))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-
 class masked:  # noqa: N801 - used like a function: ``with masked(supernet, widths): ...``
     """Run ``supernet.model`` as the sub-generator of ``widths`` (masking, no copy)."""
 
     def __init__(self, supernet: Supernet, widths: Mapping[str, int]) -> None:
-        self.masker = ChannelMasker(supernet)
-        self.masker.set_widths(widths)
+        self.masker = ChannelMasker(supernet.model, supernet.structure)
+        self.masker.set_masks(supernet.keep_masks(widths))
 
     def __enter__(self) -> nn.Module:
         self.masker.__enter__()
@@ -275,44 +189,8 @@ class masked:  # noqa: N801 - used like a function: ``with masked(supernet, widt
 
 
 # ---------------------------------------------------------------------------------------
-# BatchNorm recalibration and extraction
+# Extraction
 # ---------------------------------------------------------------------------------------
-
-
-def calibration_latents(
-    latent_shape: Sequence[int], batches: int, batch_size: int, seed: int
-) -> list[Tensor]:
-    """``batches`` standard-normal latent batches from their own seeded generator."""
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn((batch_size, *latent_shape), generator=generator) for _ in range(batches)]
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> nn.Module:
-    """Recompute every BatchNorm's running statistics of ``model`` in place (no training).
-
-    The statistics become the exact average over ``batches`` (cumulative moving average,
-    ``momentum=None``), as in the post-hoc BN calibration of Yu & Huang (ICCV 2019).
-    Only BatchNorm layers run in training mode; ``model`` is left in eval mode.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or not batches:
-        return model.eval()
-    model.eval()
-    momenta = []
-    for norm in norms:
-        momenta.append(norm.momentum)
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
-    try:
-        for batch in batches:
-            model(batch)
-    finally:
-        for norm, momentum in zip(norms, momenta, strict=True):
-            norm.momentum = momentum
-        model.eval()
-    return model
 
 
 def extract(
@@ -373,7 +251,7 @@ def train_supernet(
     discriminator: nn.Module | None,
     data: Tensor | None,
     structure: GeneratorStructure,
-    config: SupernetConfig,
+    recipe: SupernetRecipe,
     progress: Progress | None = None,
     *,
     latent_shape: Sequence[int],
@@ -382,7 +260,7 @@ def train_supernet(
 
     Channels are ordered by importance first; each step applies the sandwich rule
     (largest, smallest, one random width vector; gradients accumulated, one Adam step)
-    with the distillation loss of ``config.losses`` against the frozen teacher. See the
+    with the distillation loss of ``recipe.losses`` against the frozen teacher. See the
     module docstring for the papers. The teacher and discriminator are not modified.
 
     Args:
@@ -390,7 +268,7 @@ def train_supernet(
         discriminator: Its discriminator (only needed by discriminator loss terms).
         data: Real images (only needed when ``losses.discriminator_lr > 0``).
         structure: ``describe(teacher, example_input)``.
-        config: Steps, ratios, learning rate, batch size, seed and loss weights.
+        recipe: Steps, ratios, learning rate, batch size, seed and loss weights.
         progress: Called as ``progress(step, steps, losses)`` after each step.
         latent_shape: Shape of one generator input.
 
@@ -405,12 +283,11 @@ def train_supernet(
     model = copy.deepcopy(teacher)
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    supernet = Supernet(
-        model, structure, channel_order(teacher, structure), tuple(config.ratios), latent_shape
-    )
+    order = channel_order(teacher, structure, torch.zeros((2, *latent_shape)))
+    supernet = Supernet(model, structure, order, tuple(recipe.ratios), latent_shape)
     check_masking_is_pruning(supernet, supernet.smallest())
     loss = DistillationLoss(
-        model, teacher, discriminator, config.losses, supernet.example_input(), seed=config.seed
+        model, teacher, discriminator, recipe.losses, supernet.example_input(), seed=recipe.seed
     )
     batches = None
     if loss.adversary is not None:
@@ -420,37 +297,37 @@ def train_supernet(
                 "given; set `supernet.losses.discriminator_lr: 0`"
             )
         batches = real_batches(
-            data, config.batch_size, torch.Generator().manual_seed(data_seed(config.seed))
+            data, recipe.batch_size, torch.Generator().manual_seed(data_seed(recipe.seed))
         )
-    sampler = WidthSampler(supernet, config.seed)
-    latent_rng = torch.Generator().manual_seed(config.seed)
+    sampler = WidthSampler(supernet, recipe.seed)
+    latent_rng = torch.Generator().manual_seed(recipe.seed)
     optimizer = torch.optim.Adam(
-        [*model.parameters(), *loss.parameters()], lr=config.lr, betas=ADAM_BETAS
+        [*model.parameters(), *loss.parameters()], lr=recipe.lr, betas=ADAM_BETAS
     )
     model.train()
-    with ChannelMasker(supernet) as masker, FeatureTap(model, loss.feature_layers) as tap:
-        for step in range(1, config.steps + 1):
-            latents = torch.randn((config.batch_size, *latent_shape), generator=latent_rng)
+    with ChannelMasker(model, structure) as masker, FeatureTap(model, loss.feature_layers) as tap:
+        for step in range(1, recipe.steps + 1):
+            latents = torch.randn((recipe.batch_size, *latent_shape), generator=latent_rng)
             targets = loss.targets(latents)
             optimizer.zero_grad(set_to_none=True)
             record: dict[str, float] = {}
             for name, widths in zip(SANDWICH, sampler.sandwich(), strict=True):
-                masker.set_widths(widths)
+                masker.set_masks(supernet.keep_masks(widths))
                 images = model(latents)
-                check_finite(images, f"the {name} sub-generator's output", step, config.lr)
+                check_finite(images, f"the {name} sub-generator's output", step, recipe.lr)
                 terms = loss.terms(images, tap.outputs, targets)
                 total = loss.total(terms)
-                check_terms(terms, total, step, config.lr)
+                check_terms(terms, total, step, recipe.lr)
                 total.backward()
                 record[name] = total.item()
             optimizer.step()
-            check_parameters([model, loss.mappings], step, config.lr)
+            check_parameters([model, loss.mappings], step, recipe.lr)
             if batches is not None:
                 d_loss = loss.discriminator_step(next(batches), images)
-                check_finite(torch.tensor(d_loss), "the discriminator loss", step, config.lr)
+                check_finite(torch.tensor(d_loss), "the discriminator loss", step, recipe.lr)
                 record["discriminator"] = d_loss
             if progress is not None:
-                progress(step, config.steps, record)
+                progress(step, recipe.steps, record)
     model.eval()
     return supernet
 
@@ -466,7 +343,7 @@ def save_supernet(
     *,
     entry: str,
     command: str,
-    config: SupernetConfig,
+    config: SupernetRecipe,
     metrics: Mapping[str, float] | None = None,
     teacher_sha256: str | None = None,
 ) -> Path:
@@ -488,7 +365,7 @@ def save_supernet(
             "command": command,
             "format": SUPERNET_FORMAT,
             "seed": config.seed,
-            "recipe": config.model_dump(mode="json"),
+            "recipe": config.to_dict(),
             "ratios": list(supernet.ratios),
             "latent_shape": list(supernet.latent_shape),
             "channel_order": {name: list(order) for name, order in supernet.order.items()},
@@ -592,13 +469,13 @@ def compare_with_magnitude_pruning(
     Neither side is fine-tuned. Both get the same BatchNorm recalibration (same latent
     batches); the pruned teacher is also scored without it. The magnitude baseline is
     Li et al., "Pruning Filters for Efficient ConvNets" (ICLR 2017), via
-    :func:`~gansearch.compress.prune.magnitude_masks`.
+    :func:`~gansearch.compress.importance.magnitude_masks`.
 
     Args:
         fid: ``model -> (mean, spread)`` of the FID over the evaluation seeds.
     """
     structure = supernet.structure
-    importance = channel_importance(teacher, structure)
+    importance = channel_importance(teacher, structure, supernet.example_input())
     batches = calibration_latents(supernet.latent_shape, calibration_batches, batch_size, seed)
     results = []
     for ratio in ratios:

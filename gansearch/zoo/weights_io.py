@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from gansearch.checkpoints import save_weights
+from gansearch.files import write_json_atomic
 
 WEIGHTS_ROOT = Path(__file__).parent / "weights"
 
@@ -24,9 +24,7 @@ def update_manifest(directory: Path, entry: str, record: dict) -> None:
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     manifest[entry] = record
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, manifest, indent=2)
 
 
 def read_manifest(directory: Path) -> dict:

@@ -1,0 +1,116 @@
+"""The propose → evaluate → record loop of a run (what DEAP calls the algorithm's ``map``).
+
+The strategy decides *what* to evaluate next, the engine *where* it runs
+(:mod:`gansearch.search.engines`); this loop keeps the engine's slots busy and records
+every result, in the order results come back, into storage first and then into the
+strategy, saving the strategy's state after each one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from gansearch.candidates import CandidateResult
+from gansearch.files import write_json_atomic
+from gansearch.runner.recording import TrialRecorder, mask_attrs
+from gansearch.runner.signals import CtrlCSeen, ctrl_c_deferred
+from gansearch.runner.storage import INTERRUPTED, finished_trials
+from gansearch.search.base import Failure, Proposal, Strategy
+from gansearch.search.engines import Engine
+from gansearch.spaces.genes import GeneSpace
+
+
+def run_loop(
+    study: Any,
+    genes: GeneSpace,
+    strategy: Strategy,
+    engine: Engine,
+    *,
+    budget: int,
+    timeout: float | None,
+    state_path: Path,
+    on_result: Callable[[CandidateResult, Any], None] | None = None,
+    attrs: Callable[[Proposal], Mapping[str, Any]] | None = None,
+) -> int:
+    """Evaluate proposals until ``budget`` trials are finished in storage.
+
+    The engine keeps ``engine.slots`` candidates in flight. Each proposal becomes a
+    RUNNING Optuna trial when it is handed to the engine, and is told to the storage and
+    then to the strategy as soon as its result comes back, in completion order (with
+    several slots, later proposals therefore depend on which results were back when they
+    were asked, as each strategy documents). After every result the strategy's state, when
+    it has one, is saved atomically to ``state_path``. Any interruption (Ctrl-C, an engine
+    error) marks the trials in flight FAIL with reason
+    :data:`~gansearch.runner.storage.INTERRUPTED` before it propagates, so the storage
+    never keeps RUNNING trials and a re-run re-proposes them.
+
+    Args:
+        study: the Optuna study that records every candidate.
+        genes: the space the strategy proposes in.
+        strategy: what to evaluate next.
+        engine: where candidates run.
+        budget: stop once this many trials are finished in storage (interrupted ones do
+            not count).
+        timeout: stop proposing after this many seconds (``None``: no limit).
+        state_path: where the strategy's state is saved.
+        on_result: called with ``(result, trial)`` after every candidate.
+        attrs: extra user attributes of a proposal's trial.
+
+    Returns:
+        The number of candidates evaluated by this call.
+    """
+    recorder = TrialRecorder(study, genes)
+    start = time.monotonic()
+    evaluated = 0
+    in_flight: dict[int, tuple[Proposal, Any]] = {}  # trial number -> (proposal, trial)
+    ctrl_c = CtrlCSeen()
+    try:
+        while True:
+            ctrl_c.check()  # a Ctrl-C that an engine call swallowed still stops the run here
+            while len(in_flight) < engine.slots and (
+                len(finished_trials(study)) + len(in_flight) < budget
+                and (timeout is None or time.monotonic() - start < timeout)
+            ):
+                with ctrl_c_deferred():  # a trial is RUNNING in storage iff it is in flight
+                    proposal = strategy.ask()
+                    trial = recorder.start(
+                        proposal.params,
+                        {**mask_attrs(proposal.params), **(attrs(proposal) if attrs else {})},
+                    )
+                    in_flight[trial.number] = (proposal, trial)
+                    engine.submit(trial.number, proposal.params)
+            if not in_flight:
+                break
+            done = engine.wait()  # where Ctrl-C normally lands
+            with ctrl_c_deferred():  # storage, strategy and its saved state move together
+                proposal, trial = in_flight[done.ticket]
+                result = done.result
+                if isinstance(result, Failure):  # what the engine saw: dead worker, timeout
+                    result = CandidateResult("{}", failure=result.reason)
+                if done.attempts > 1:
+                    trial.set_user_attr("attempts", done.attempts)
+                recorder.finish(trial, result)
+                del in_flight[done.ticket]
+                outcome = Failure(result.failure) if result.failure is not None else result.values
+                strategy.tell(proposal, outcome, result.constraints or None)
+                state = strategy.state_dict()
+                if state is not None:
+                    write_json_atomic(state_path, state)
+            evaluated += 1
+            if on_result is not None:
+                on_result(result, trial)
+    except BaseException:  # Ctrl-C or an engine error: leave storage consistent, then stop
+        ctrl_c.restore()
+        with ctrl_c_deferred():
+            with contextlib.suppress(Exception):  # the storage matters more than the workers
+                engine.cancel()
+            for _, trial in in_flight.values():
+                with contextlib.suppress(Exception):  # one bad trial must not strand the rest
+                    recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
+        raise
+    ctrl_c.restore()
+    return evaluated

@@ -1,0 +1,125 @@
+"""From a finished study to an artifact: pick a trial, rebuild it, export, re-measure.
+
+:func:`export_trial` is what ``gansearch export`` runs. The candidate is rebuilt from its
+recorded plan by the same :class:`~gansearch.candidates.CandidateEvaluator` the search used
+(optionally distilled further), written with :func:`gansearch.compress.artifact.export`,
+loaded back from disk and scored again, so the reported figures are the artifact's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gansearch.candidates import CandidateEvaluator
+from gansearch.compress.artifact import export, load
+from gansearch.config import StudyConfig, load_study
+from gansearch.errors import GansearchError
+from gansearch.pareto import pareto_front
+from gansearch.pareto import pick as pick_point
+from gansearch.runner.recording import finite_or_none
+from gansearch.runner.storage import failure_reason, open_study
+
+
+def write_sample_grid(path: Path, teacher_images: Any, student_images: Any) -> None:
+    """A PNG grid: teacher samples on top, the student's on the same latents below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = teacher_images.shape[0]
+    figure, axes = plt.subplots(2, n, figsize=(n * 0.8, 2.0), squeeze=False)
+    for row, images in enumerate((teacher_images, student_images)):
+        for column in range(n):
+            image = images[column].detach().float().cpu()
+            image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+            axes[row][column].imshow((image.clamp(-1, 1) + 1) / 2, cmap="gray", vmin=0, vmax=1)
+            axes[row][column].axis("off")
+    axes[0][0].set_title("teacher", fontsize=7, loc="left")
+    axes[1][0].set_title("student", fontsize=7, loc="left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def choose_trial(
+    study: Any, objectives: tuple[str, ...], *, trial: int | None, pick: str | None
+) -> Any:
+    """The COMPLETE trial named by number, or picked on the feasible Pareto front."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if trial is None:
+        front = pareto_front(study, objectives)
+        if not front:
+            raise GansearchError(
+                "the Pareto front is empty (no feasible completed trial); run more trials"
+            )
+        try:
+            trial = pick_point(
+                front, pick or "knee", objectives, study.user_attrs["teacher_metrics"]
+            ).number
+        except ValueError as error:
+            raise GansearchError(str(error)) from None
+    chosen = trials.get(trial)
+    if chosen is None:
+        raise GansearchError(
+            f"no trial {trial} in study {study.study_name!r} (it has {len(trials)})"
+        )
+    if chosen.state.name != "COMPLETE":
+        reason = failure_reason(chosen) if chosen.state.name == "FAIL" else chosen.state.name
+        raise GansearchError(
+            f"trial {trial} is {chosen.state.name} ({reason}); pick a COMPLETE trial"
+        )
+    return chosen
+
+
+def export_trial(
+    study_file: str | Path | StudyConfig,
+    out: str | Path,
+    *,
+    trial: int | None = None,
+    pick: str | None = None,
+    finetune_steps: int = 0,
+    storage: str | None = None,
+    evaluator: Any | None = None,
+) -> dict[str, Any]:
+    """Rebuild a trial's candidate, optionally distil it, export it, and re-measure the artifact.
+
+    Writes the artifact (``weights.safetensors``, ``manifest.json``, ``model.onnx``) plus
+    ``samples.png`` (teacher and student on the same latents) into ``out``.
+    """
+
+    config = study_file if isinstance(study_file, StudyConfig) else load_study(study_file)
+    study = open_study(config, storage, create=False)
+    chosen = choose_trial(study, config.objectives, trial=trial, pick=pick)
+    if evaluator is None:
+        evaluator = CandidateEvaluator(config)
+    compressed = evaluator.compressed_from_json(
+        chosen.user_attrs["plan"], finetune_steps=finetune_steps
+    )
+    in_memory = evaluator.scorer.score(compressed)
+    path = export(
+        compressed,
+        Path(out),
+        metrics={
+            "trial": chosen.number,
+            "finetune_steps": finetune_steps,
+            **finite_or_none(in_memory.values),
+        },
+        example_input=evaluator.example[:1],
+    )
+    loaded = load(path)
+    artifact = evaluator.scorer.score(loaded)
+    write_sample_grid(
+        path / "samples.png",
+        evaluator.samples(evaluator.teacher, 12),
+        evaluator.samples(loaded, 12),
+    )
+    return {
+        "trial": chosen.number,
+        "artifact": str(path),
+        "files": sorted(p.name for p in path.iterdir()),
+        "trial_metrics": chosen.user_attrs.get("metrics", {}),
+        "artifact_metrics": finite_or_none(artifact.values),
+        "artifact_spread": finite_or_none(artifact.spread),
+    }

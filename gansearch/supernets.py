@@ -1,0 +1,139 @@
+"""A study's once-for-all supernet: where it lives, and training it.
+
+The method itself (channel ordering, the sandwich rule, distillation from the teacher;
+Cai et al., Once-for-All, ICLR 2020; Yu & Huang, Universally Slimmable Networks, ICCV
+2019) is :mod:`gansearch.compress.supernet`. This module binds it to a study: the recipe
+from the study file, the folder and manifest entry the supernet is written to and read
+from, the reproducing command and the teacher checkpoint's hash.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gansearch.benchmarks import Benchmark
+    from gansearch.compress.recipes import SupernetRecipe
+    from gansearch.config import StudyConfig
+
+Progress = Callable[[int, int, Mapping[str, float]], None]
+
+
+def supernet_directory(config: StudyConfig, benchmark: Benchmark) -> Path:
+    """The folder of a study's supernet: the benchmark's weights, or ``<study dir>/supernet``."""
+    from gansearch.zoo.weights_io import weights_dir
+
+    if config.model is None:
+        return weights_dir(benchmark.name, config.weights)
+    return config.study_dir() / "supernet"
+
+
+def supernet_entry(benchmark: Benchmark) -> str:
+    """The supernet's entry name in its folder's ``manifest.json``."""
+    return f"{benchmark.name}-supernet"
+
+
+def supernet_recipe(config: StudyConfig, *, steps: int | None = None) -> SupernetRecipe:
+    """The study's supernet recipe (defaults when the study has no ``supernet`` section).
+
+    Args:
+        config: the study.
+        steps: optimiser steps overriding the study's ``supernet.steps``.
+
+    Raises:
+        ValueError: if ``steps`` is given and below 1.
+    """
+    from gansearch.config import SupernetConfig
+
+    if steps is not None and steps < 1:
+        raise ValueError(f"`steps >= 1` must hold, but got ({steps=}).")
+    settings = config.supernet or SupernetConfig()
+    if steps is not None:
+        settings = settings.model_copy(update={"steps": steps})
+    return settings.recipe()
+
+
+def _teacher_checkpoint(config: StudyConfig, benchmark: Benchmark) -> Path | None:
+    """The teacher's weights file, when there is one, for the manifest's hash."""
+    from gansearch.zoo.weights_io import weights_dir
+
+    if config.model is not None:
+        return config.model.generator_checkpoint
+    return weights_dir(benchmark.name, config.weights) / "generator.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainedSupernet:
+    """Where :func:`train_study_supernet` wrote a supernet, and what training took.
+
+    Attributes:
+        path: the ``supernet.safetensors`` file.
+        entry: its manifest entry.
+        steps: optimiser steps run.
+        seconds: wall-clock training time.
+    """
+
+    path: Path
+    entry: str
+    steps: int
+    seconds: float
+
+
+def train_study_supernet(
+    config: StudyConfig,
+    benchmark: Benchmark,
+    recipe: SupernetRecipe,
+    *,
+    command: str,
+    out: Path | None = None,
+    progress: Progress | None = None,
+) -> TrainedSupernet:
+    """Distil the study's teacher into a supernet and save it with its manifest entry.
+
+    Args:
+        config: the study.
+        benchmark: its loaded benchmark (teacher, discriminator, real data).
+        recipe: e.g. :func:`supernet_recipe` of ``config``.
+        command: the command line that reproduces this run (recorded in the manifest).
+        out: the folder to write (default: :func:`supernet_directory`).
+        progress: called as ``progress(step, steps, losses)`` after each step.
+
+    Raises:
+        DistillationDiverged: at a non-finite loss, output or parameter (nothing is saved).
+        SupernetError: when zeroing channels is not equivalent to pruning them.
+    """
+    from gansearch.checkpoints import sha256_file
+    from gansearch.compress import describe
+    from gansearch.compress.supernet import save_supernet, train_supernet
+
+    structure = describe(benchmark.teacher, benchmark.example_input(2))
+    directory = out if out is not None else supernet_directory(config, benchmark)
+    entry = supernet_entry(benchmark)
+    start = time.perf_counter()
+    supernet = train_supernet(
+        benchmark.teacher,
+        benchmark.discriminator,
+        benchmark.real,
+        structure,
+        recipe,
+        progress,
+        latent_shape=benchmark.latent_shape,
+    )
+    seconds = time.perf_counter() - start
+    teacher_file = _teacher_checkpoint(config, benchmark)
+    path = save_supernet(
+        supernet,
+        directory,
+        entry=entry,
+        command=command,
+        config=recipe,
+        metrics={"train_seconds": round(seconds, 1)},
+        teacher_sha256=sha256_file(teacher_file)
+        if teacher_file is not None and teacher_file.is_file()
+        else None,
+    )
+    return TrainedSupernet(path=path, entry=entry, steps=recipe.steps, seconds=seconds)
