@@ -79,8 +79,9 @@ def print_score_table(title: str, payload: Mapping[str, Any]) -> None:
     console().print(table)
 
 
-def progress_bar() -> Any:
-    """A progress bar on stderr whose tasks carry a ``losses`` text field."""
+def progress_bar(fields: str = "{task.fields[losses]}") -> Any:
+    """A progress bar on stderr; ``fields`` formats the tasks' extra fields (default:
+    a ``losses`` text field)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -93,7 +94,7 @@ def progress_bar() -> Any:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[losses]}"),
+        TextColumn(fields),
         TimeRemainingColumn(),
         console=console(stderr=True),
     )

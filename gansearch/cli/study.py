@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gansearch.cli.common import StudyArg, console, format_value, user_errors
+from gansearch.cli.common import StudyArg, console, format_value, progress_bar, user_errors
 
 StorageOpt = Annotated[
     str | None,
@@ -74,21 +74,8 @@ def _print_front(report: dict[str, Any]) -> None:
 
 def _search_progress() -> Any:
     """The progress bar of ``run``: finished trials, failures, front size, best values."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("fail {task.fields[failed]}  front {task.fields[front]}  {task.fields[best]}"),
-        TimeRemainingColumn(),
-        console=console(stderr=True),
+    return progress_bar(
+        "fail {task.fields[failed]}  front {task.fields[front]}  {task.fields[best]}"
     )
 
 
