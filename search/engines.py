@@ -29,6 +29,10 @@ statistics when a worker starts, never once per candidate.
   ``"timeout after S s"``. Without an address it starts a private local Ray with
   ``workers * cpus`` CPUs and shuts it down on :meth:`close`; with one it joins that
   cluster and leaves it running.
+
+Length (about 400 lines): the local and the Ray engine implement one small protocol and
+are easiest to compare in one file; Ray's fault handling (retries, timeouts, Ctrl-C) is
+most of it.
 """
 
 from __future__ import annotations

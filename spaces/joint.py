@@ -34,6 +34,9 @@ A family whose value list has a single entry (e.g. the default ``norm_dtype:
 
 Decoded plans are canonical: every layer is listed, and either every group has a mask
 (all True when pruning is off) or every group has a width.
+
+Length (about 480 lines): ``decode`` and its inverse ``encode`` must be read side by side
+to see that they round-trip, so they stay in one module with the space they belong to.
 """
 
 from __future__ import annotations
