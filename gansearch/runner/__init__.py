@@ -7,6 +7,7 @@
 * :mod:`~gansearch.runner.signals` makes Ctrl-C land between bookkeeping steps, never
   inside one.
 
-Nothing here knows about torch or about what a candidate is: the loop sees gene values,
-an engine and results. :mod:`gansearch.study` wires these to a study file.
+Nothing here builds or scores a generator: the loop sees gene values, an engine and
+:class:`~gansearch.candidates.CandidateResult` values. :mod:`gansearch.study` wires these
+to a study file.
 """
