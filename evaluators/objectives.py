@@ -7,6 +7,7 @@ direction by hand.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +53,31 @@ _ALL = (
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in _ALL}
 
+FEATURE_METRICS = ("fid", "kid", "is")
+"""Measured only when the study has a feature network (a benchmark's, or ``model.features``)."""
+INCEPTION_METRICS = ("fid_inception",)
+"""Measured only when the study gives local Inception-v3 weights (``evaluation.inception``)."""
+PAIRED_METRICS = ("psnr", "ssim")
+"""Need paired ground truth, which a study's scorer never has: never measured in a study."""
+
+
+def measured_metrics(*, features: bool, inception: bool) -> frozenset[str]:
+    """The metrics a study's scorer measures for every candidate.
+
+    Cost metrics and the teacher-fidelity metrics are always measured; the feature metrics
+    need a feature network and ``fid_inception`` needs local Inception weights.
+
+    Args:
+        features: whether the study has a feature network.
+        inception: whether the study gives Inception-v3 weights.
+    """
+    never = set(PAIRED_METRICS)
+    if not features:
+        never.update(FEATURE_METRICS)
+    if not inception:
+        never.update(INCEPTION_METRICS)
+    return frozenset(name for name in METRICS if name not in never)
+
 
 def metric(name: str) -> Metric:
     """Look a metric up by name, with an error that lists the known ones."""
@@ -71,7 +97,16 @@ def fitness_weights(names: tuple[str, ...] | list[str]) -> tuple[float, ...]:
     return tuple(metric(name).sign for name in names)
 
 
-_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1024.0, "MB": 1024.0**2, "GB": 1024.0**3}
+_UNITS = {
+    "": 1.0,
+    "B": 1.0,
+    "K": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "KB": 1024.0,
+    "MB": 1024.0**2,
+    "GB": 1024.0**3,
+}
 _CONSTRAINT = re.compile(
     r"^\s*(?P<metric>[a-z_]+)\s*(?P<op><=|>=)\s*"
     r"(?:(?P<factor>[0-9.eE+-]+)\s*\*\s*teacher|(?P<value>[0-9.eE+-]+)\s*(?P<unit>[KMG]?B?))\s*$"
@@ -83,8 +118,9 @@ class Constraint:
     """``metric <= bound`` or ``metric >= bound``, the bound absolute or relative to the teacher.
 
     Written in a study file as ``"fid <= 1.10 * teacher"`` or ``"stored_bytes <= 64KB"``
-    (units: K/M/G = 1e3/1e6/1e9, KB/MB/GB = 1024-based). :meth:`violation` follows
-    Optuna's ``constraints_func`` convention: a value <= 0 means satisfied.
+    (units: K/M/G = 1e3/1e6/1e9, B = bytes, KB/MB/GB = 1024-based). The bound must be a
+    finite number. :meth:`violation` follows Optuna's ``constraints_func`` convention: a
+    value <= 0 means satisfied.
     """
 
     metric: str
@@ -98,19 +134,25 @@ class Constraint:
         if match is None:
             raise ValueError(
                 f"cannot read constraint {text!r}; write e.g. 'fid <= 1.10 * teacher' "
-                "or 'stored_bytes <= 64KB'"
+                "or 'stored_bytes <= 64KB' (units: B, K, M, G, KB, MB, GB)"
             )
         name = match["metric"]
         if name not in METRICS:
             known = ", ".join(sorted(METRICS))
             raise ValueError(f"unknown metric {name!r} in constraint {text!r}; known: {known}")
+        relative = match["factor"] is not None
         try:
-            if match["factor"] is not None:
-                return cls(name, match["op"], float(match["factor"]), True)  # type: ignore[arg-type]
-            bound = float(match["value"]) * _UNITS[match["unit"]]
+            bound = float(match["factor"]) if relative else float(match["value"])
         except ValueError:
             raise ValueError(f"cannot read the number in constraint {text!r}") from None
-        return cls(name, match["op"], bound, False)  # type: ignore[arg-type]
+        if not relative:
+            bound *= _UNITS[match["unit"]]
+        if not math.isfinite(bound):
+            raise ValueError(
+                f"the bound of constraint {text!r} is not a finite number; write a finite one "
+                "or remove the constraint"
+            )
+        return cls(name, match["op"], bound, relative)  # type: ignore[arg-type]
 
     def threshold(self, teacher: Mapping[str, float]) -> float:
         return self.bound * teacher[self.metric] if self.relative_to_teacher else self.bound

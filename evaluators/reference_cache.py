@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gansearch.errors import UnwritableError
 from gansearch.evaluators.quality import GaussianStats, feature_matrix, gaussian_stats
 from gansearch.files import atomic_path
 
@@ -114,6 +115,13 @@ def _write_cached(path: Path, features: Tensor, key: str) -> None:
         save_file({"features": features}, str(tmp), metadata={"key": key})
 
 
+def _unwritable(cache_dir: Path, error: OSError) -> UnwritableError:
+    return UnwritableError(
+        f"cannot write the reference-feature cache in {cache_dir} ({error.strerror}); set "
+        "`evaluation.cache_dir:` in the study file, or $GANSEARCH_CACHE, to a writable folder"
+    )
+
+
 def cached_reference_features(
     key_parts: Mapping[str, bytes | str | Tensor],
     compute: Callable[[], Tensor],
@@ -136,10 +144,17 @@ def cached_reference_features(
 
     Returns:
         The features, their Gaussian statistics and the key.
+
+    Raises:
+        UnwritableError: when ``cache_dir`` cannot be created or written (read-only, not
+            a folder, full); the message names the folder and the settings that move it.
     """
     key = _reference_key(key_parts)
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _unwritable(cache_dir, error) from None
     path = cache_dir / f"ref-{key[:16]}.safetensors"
 
     features = _read_cached(path, key)
@@ -151,5 +166,8 @@ def cached_reference_features(
             )
         feature_matrix(computed, "compute()")
         features = computed.detach().to("cpu", torch.float32).contiguous()
-        _write_cached(path, features, key)
+        try:
+            _write_cached(path, features, key)
+        except OSError as error:
+            raise _unwritable(cache_dir, error) from None
     return ReferenceFeatures(features=features, stats=gaussian_stats(features), key=key)

@@ -2,7 +2,9 @@
 
 ``gansearch.export(compressed, path)`` and ``gansearch.load(path)`` (artifacts, see
 :mod:`gansearch.compress.artifact`) are resolved lazily, so ``import gansearch`` stays
-free of torch.
+free of torch. ``load`` runs no code the caller did not choose: an artifact of a zoo
+model loads as is; one naming your own factory needs ``trust=["pkg.mod:Gen"]`` or
+``factory=`` (:mod:`gansearch.compress.trust`).
 """
 
 from __future__ import annotations

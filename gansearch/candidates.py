@@ -168,6 +168,11 @@ class CandidateEvaluator:
             ]
             if bad:
                 raise FloatingPointError(f"objective {bad[0]!r} is not finite")
+            unbounded = [
+                c.metric for c in self.constraints if not math.isfinite(score.values[c.metric])
+            ]
+            if unbounded:  # Optuna refuses NaN constraints; a non-finite metric is a failure
+                raise FloatingPointError(f"constrained metric {unbounded[0]!r} is not finite")
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # noqa: BLE001 - a broken candidate must not stop the study

@@ -1,7 +1,7 @@
 """Safe weight I/O: safetensors only (or ``torch.load(weights_only=True)`` for ``.pt``).
 
 Nothing here unpickles arbitrary objects. Every failure a user can cause (missing file,
-unreadable file, a tensor whose shape does not fit the model) is a
+unreadable file, a tensor whose shape does not fit the model or that holds NaN or inf) is a
 :class:`~gansearch.errors.CheckpointError` naming the file and the fix.
 """
 
@@ -61,6 +61,11 @@ def load_weights(model: nn.Module, path: str | Path, *, hint: str = "") -> nn.Mo
             raise CheckpointError(
                 f"checkpoint {path}: `{name}` has shape {tuple(tensor.shape)} but the model "
                 f"expects {tuple(expected[name].shape)}; was it saved from a different width?"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"checkpoint {path}: `{name}` holds NaN or inf values; retrain the model or "
+                "use a checkpoint saved before training diverged"
             )
     model.load_state_dict(state)
     return model

@@ -1,20 +1,28 @@
 """Study configuration: one pydantic model per YAML section, all ``extra="forbid"``.
 
 A study file names *what* to compress (a bundled benchmark or the user's own
-``module:function`` factories), *how to measure it* (the evaluation protocol) and
-*what to optimise* (objectives). Later sections (search space, strategy) are added by
-the search layer. Unknown keys are errors that name the key.
+``module:function`` factories), *how to measure it* (the evaluation protocol, in
+:mod:`gansearch.evaluation_config`) and *what to optimise* (objectives). Later sections
+(search space, strategy) are added by the search layer. Unknown keys are errors that name
+the key.
+
+Everything that can be checked without loading a model is checked here, so that a bad
+study fails at once with one line: seeds are in ``[0, 2**32)`` (what NumPy and torch
+accept), ``device`` has torch's device syntax, objectives and constraint metrics are ones
+the study measures, constraint bounds are finite, and ``evaluation.kid_subset_size`` is
+at most ``evaluation.num_samples``. What needs the model or the data (a usable device,
+finite weights, images in the generator's range) is checked when they are loaded
+(:mod:`gansearch.benchmarks`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -24,59 +32,21 @@ from pydantic import (
 
 from gansearch.compress import recipes
 from gansearch.errors import ConfigError
+from gansearch.evaluation_config import EvaluationProtocol, Section, Seed
 from gansearch.search.registry import ENGINE_NAMES, SAMPLER_NAMES, STRATEGY_NAMES
 from gansearch.spaces.config import SpaceConfig
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LatencyProtocol(_Section):
-    """How latency is measured: ``warmup`` untimed runs, then the median of ``runs``."""
-
-    runs: int = Field(30, ge=3)
-    warmup: int = Field(5, ge=0)
-    threads: int = Field(1, ge=1)
-    batch_size: int = Field(1, ge=1)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+_DEVICE = re.compile(rf"({'|'.join(DEVICE_TYPES)})(:[0-9]+)?")
 
 
-class InceptionProtocol(_Section):
-    """Optional Inception-v3 FID. Runs only on weights already on disk; never downloads."""
-
-    weights: Path
-
-
-class EvaluationProtocol(_Section):
-    """The fixed protocol every quality number is computed under.
-
-    ``num_samples`` generated images per seed are compared with the ``reference`` split.
-    The spread over ``seeds`` is the noise floor reported next to each quality metric.
-    """
-
-    num_samples: int = Field(1000, ge=16)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    batch_size: int = Field(500, ge=1)
-    reference: Literal["train", "test", "all"] = "train"
-    kid_subsets: int = Field(50, ge=1)
-    kid_subset_size: int = Field(500, ge=2)
-    latency: LatencyProtocol = LatencyProtocol()
-    inception: InceptionProtocol | None = None
-    cache_dir: Path | None = None
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
-        if len(seeds) == 0 or len(set(seeds)) != len(seeds):
-            raise ValueError(f"needs at least one seed and no repeats, got {list(seeds)}")
-        return seeds
-
-
-class CustomModel(_Section):
+class CustomModel(Section):
     """A user's own GAN, given as importable ``module:function`` factories.
 
-    ``generator`` and ``data`` are required; ``data`` returns real images as a tensor in
-    the generator's output range. ``features`` returns a network mapping images to
+    ``generator`` and ``data`` are required; ``data`` returns real images as a float tensor
+    in the generator's output range ``[-1, 1]`` (uint8 or 0..255 pixels are refused: scale
+    them, e.g. ``x.float() / 127.5 - 1``). ``features`` returns a network mapping images to
     ``(features, logits)`` for FID/KID/IS; without it only teacher-fidelity and cost
     metrics are available.
     """
@@ -89,6 +59,13 @@ class CustomModel(_Section):
     discriminator_checkpoint: Path | None = None
     latent_shape: tuple[int, ...]
 
+    @field_validator("latent_shape")
+    @classmethod
+    def _positive_shape(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not shape or any(size < 1 for size in shape):
+            raise ValueError(f"must list one or more sizes >= 1, e.g. [128], but got {list(shape)}")
+        return shape
+
     @field_validator("generator", "discriminator", "data", "features")
     @classmethod
     def _is_factory_path(cls, value: str | None) -> str | None:
@@ -97,7 +74,7 @@ class CustomModel(_Section):
         return value
 
 
-class DistillLosses(_Section):
+class DistillLosses(Section):
     """Weights of the knowledge-distillation loss terms; a weight of 0 switches a term off.
 
     The terms follow the survey's Eq. 1-8 (see :mod:`gansearch.compress.distill_loss`):
@@ -129,13 +106,13 @@ class DistillLosses(_Section):
         return recipes.DistillLosses(**self.model_dump())
 
 
-class DistillConfig(_Section):
+class DistillConfig(Section):
     """Knowledge-distillation fine-tuning of a compressed generator (budget = ``steps``)."""
 
     steps: int = Field(200, ge=1)
     lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
     batch_size: int = Field(64, ge=2)
-    seed: int = 0
+    seed: Seed = 0
     losses: DistillLosses = DistillLosses()
 
     def recipe(self) -> recipes.DistillRecipe:
@@ -143,7 +120,7 @@ class DistillConfig(_Section):
         return recipes.DistillRecipe(**{**self.model_dump(), "losses": self.losses.recipe()})
 
 
-class SupernetConfig(_Section):
+class SupernetConfig(Section):
     """Once-for-all supernet training (Cai et al., ICLR 2020; Li et al., CVPR 2020).
 
     ``ratios`` are the width ratios each prunable group may take; every step trains the
@@ -155,7 +132,7 @@ class SupernetConfig(_Section):
     ratios: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
     lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
     batch_size: int = Field(64, ge=2)
-    seed: int = 0
+    seed: Seed = 0
     calibration_batches: int = Field(8, ge=0)
     losses: DistillLosses = DistillLosses(pixel=1.0, feature=1.0)
 
@@ -173,14 +150,14 @@ class SupernetConfig(_Section):
         return recipes.SupernetRecipe(**{**self.model_dump(), "losses": self.losses.recipe()})
 
 
-class WorkerResources(_Section):
+class WorkerResources(Section):
     """What one Ray worker (one candidate in flight) reserves: CPUs and optionally a GPU."""
 
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)
 
 
-class SearchConfig(_Section):
+class SearchConfig(Section):
     """How the joint search runs: strategy, budget and feasibility constraints.
 
     ``constraints`` are written relative to the teacher or absolutely, e.g.
@@ -191,9 +168,12 @@ class SearchConfig(_Section):
     Where candidates run: ``engine: local`` (default) evaluates them one at a time in this
     process; ``engine: ray`` on ``workers`` Ray actors, each reserving ``resources``, on a
     private local Ray (``address`` unset) or a running cluster (``auto``, ``HOST:PORT``,
-    ``ray://HOST:PORT``). With Ray, a candidate running longer than ``candidate_timeout``
-    seconds fails (its worker is replaced), and one whose worker process dies is re-run up
-    to ``max_retries`` times before it fails.
+    ``ray://HOST:PORT``). On either engine, a candidate running longer than
+    ``candidate_timeout`` seconds fails with ``timeout after S s`` (its worker is
+    replaced), and one whose worker process dies is re-run up to ``max_retries`` times
+    before it fails. ``engine: local`` with a ``candidate_timeout`` evaluates in one child
+    process (loaded once, like a Ray worker, with ``resources.cpus`` torch threads) so that
+    it can be killed; without one it evaluates in this process.
     """
 
     strategy: str = "hybrid"
@@ -213,6 +193,8 @@ class SearchConfig(_Section):
     resources: WorkerResources = WorkerResources()
     candidate_timeout: float | None = Field(None, gt=0)
     max_retries: int = Field(1, ge=0)
+    heartbeat_interval: int = Field(10, ge=1)  # seconds; see gansearch.runner.heartbeat
+    grace_period: int = Field(60, ge=2)  # seconds without a heartbeat: controller dead
 
     @field_validator("strategy", "sampler", "engine")
     @classmethod
@@ -246,17 +228,17 @@ class SearchConfig(_Section):
         return {"population_size": self.population}
 
 
-class StudyConfig(_Section):
+class StudyConfig(Section):
     """A whole study file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str
     benchmark: str | None = None
     model: CustomModel | None = None
     weights: Path | None = Field(
         None, description="Directory overriding a benchmark's committed weights."
     )
     device: str = "cpu"
-    seed: int = 0
+    seed: Seed = 0
     objectives: tuple[str, ...] = ("fid", "stored_bytes", "macs")
     evaluation: EvaluationProtocol = EvaluationProtocol()
     output_dir: Path | None = None
@@ -271,17 +253,83 @@ class StudyConfig(_Section):
             raise ValueError("give exactly one of `benchmark` (e.g. digits) or `model` (factories)")
         return self
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if _NAME.fullmatch(name) is None:
+            raise ValueError(
+                f"must start with a letter or digit and hold only letters, digits, '_', '.' "
+                f"and '-' (it names the study's folder), but got {name!r}"
+            )
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, device: str) -> str:
+        if _DEVICE.fullmatch(device) is None:
+            raise ValueError(
+                f"must be a torch device: cpu, cuda, cuda:N, mps or xpu, but got {device!r}"
+            )
+        return device
+
     @field_validator("objectives")
     @classmethod
     def _known_objectives(cls, objectives: tuple[str, ...]) -> tuple[str, ...]:
         from gansearch.evaluators.objectives import METRICS
 
+        if not objectives:
+            raise ValueError("needs at least one metric, e.g. [fid, stored_bytes, macs]")
         unknown = [o for o in objectives if o not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(sorted(METRICS))}")
         if len(set(objectives)) != len(objectives):
             raise ValueError(f"objectives repeat a metric: {list(objectives)}")
         return objectives
+
+    @model_validator(mode="after")
+    def _measured_objectives(self) -> StudyConfig:
+        """Objectives must be measurable, and constraints only on metrics that are measured."""
+        from gansearch.evaluators.objectives import (
+            FEATURE_METRICS,
+            INCEPTION_METRICS,
+            Constraint,
+        )
+
+        measured = self.measured_metrics()
+        for name in self.objectives:
+            if name in measured:
+                continue
+            if name in FEATURE_METRICS:
+                need, fix = "a feature network", "add `model.features: module:function` or "
+            elif name in INCEPTION_METRICS:
+                need, fix = (
+                    "local Inception weights",
+                    "set `evaluation.inception.weights: PATH` or ",
+                )
+            else:
+                need, fix = "paired ground truth, which gansearch does not score", ""
+            raise ValueError(f"objective {name!r} needs {need}; {fix}remove it from `objectives`")
+        for text in self.search.constraints:
+            name = Constraint.parse(text).metric
+            if name not in measured:
+                raise ValueError(
+                    f"`search.constraints`: {text!r} constrains {name!r}, which this study never "
+                    f"measures; constrain one of: {', '.join(sorted(measured))}"
+                )
+        return self
+
+    def measured_metrics(self) -> frozenset[str]:
+        """The metrics scored for every candidate of this study (objectives or not).
+
+        A bundled benchmark always has a feature network; a custom ``model`` has one when
+        it names ``features``.
+        """
+        from gansearch.evaluators.objectives import measured_metrics
+
+        features = self.benchmark is not None or (
+            self.model is not None and self.model.features is not None
+        )
+        return measured_metrics(features=features, inception=self.evaluation.inception is not None)
 
     def study_dir(self, root: Path = Path("studies")) -> Path:
         """Where this study's outputs go (git ignores it)."""
@@ -290,14 +338,14 @@ class StudyConfig(_Section):
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "<top level>"
+    where = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{path}: unknown key `{where}`; remove it or fix its spelling"
     if first["type"] == "missing":
         return f"{path}: missing required key `{where}`; add it"
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more problem(s))" if error.error_count() > 1 else ""
-    return f"{path}: `{where}`: {message}{more}"
+    return f"{path}: `{where}`: {message}{more}" if where else f"{path}: {message}{more}"
 
 
 def parse_study(data: object, source: Path = Path("<memory>")) -> StudyConfig:
@@ -312,18 +360,41 @@ def parse_study(data: object, source: Path = Path("<memory>")) -> StudyConfig:
         raise ConfigError(_format_validation_error(source, error)) from None
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file."""
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The study file's text; one line for a missing, unreadable or non-UTF-8 file."""
     if not path.is_file():
         raise ConfigError(
             f"study file not found: {path}; check the path (examples are in studies/)"
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read study file {path}: {error.strerror}; check its permissions"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {raw[error.start]:#04x} at offset {error.start}); "
+            "save the study file as UTF-8"
+        ) from None
+    return text
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file (UTF-8)."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}; fix the syntax") from None
+    if data is None:
+        raise ConfigError(
+            f"{path}: the study file is empty; write at least `name:` and `benchmark:` or `model:`"
+        )
     return parse_study(data, path)

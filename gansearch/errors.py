@@ -28,3 +28,7 @@ class FactoryError(GansearchError):
 
 class MetricUnavailableError(GansearchError):
     """A metric that cannot be computed in this environment (e.g. no local Inception weights)."""
+
+
+class UnwritableError(GansearchError):
+    """A folder gansearch must write to (outputs, cache, weights) that it cannot write."""

@@ -4,6 +4,7 @@ once per process from the study's fixed evaluation protocol."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -107,9 +108,16 @@ def evaluate_teacher(benchmark: Benchmark, config: StudyConfig) -> Score:
     return scorer.score(benchmark.teacher.to(config.device))
 
 
-def evaluate_artifact(benchmark: Benchmark, config: StudyConfig, artifact: Path) -> Score:
-    """Score an exported artifact (loaded without pickle) against the study's teacher."""
+def evaluate_artifact(
+    benchmark: Benchmark, config: StudyConfig, artifact: Path, *, trust: Sequence[str] = ()
+) -> Score:
+    """Score an exported artifact (loaded without pickle) against the study's teacher.
+
+    The artifact's factory is imported only if it is a gansearch zoo generator, is in
+    ``trust``, or is the study's own ``model.generator`` (the user chose that code).
+    """
     from gansearch.compress.artifact import load
 
-    model = load(artifact)
+    trusted = (*trust, config.model.generator) if config.model is not None else tuple(trust)
+    model = load(artifact, trust=trusted)
     return prepare_scorer(benchmark, config).score(model.to(config.device))

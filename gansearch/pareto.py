@@ -1,7 +1,11 @@
 """The Pareto front of a study, read back from its Optuna storage.
 
-Only COMPLETE trials whose constraints all hold (Optuna's public ``FrozenTrial.constraints``,
-<= 0 = satisfied) are candidates for the front. Hypervolume is computed in a
+Only COMPLETE trials whose constraints all hold are candidates for the front. Given the
+study file's current ``search.constraints``, feasibility is recomputed from each trial's
+stored ``metrics`` and the study's ``teacher_metrics`` (so editing the constraints takes
+effect on trials recorded before; a trial lacking a metric a constraint needs is
+infeasible); without them, the values recorded with the trial are read (Optuna's public
+``FrozenTrial.constraints``, <= 0 = satisfied). Hypervolume is computed in a
 teacher-relative space so that studies with different objectives' scales compare: each
 objective is divided by the teacher's value and turned into a loss (maximised metrics
 are negated), and the reference point is stated with the result (see
@@ -19,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gansearch.evaluators.objectives import METRICS
+from gansearch.evaluators.objectives import METRICS, Constraint
 
 # A candidate gets hypervolume credit only if it is no worse than this, teacher-relative:
 # quality up to twice the teacher's FID-like loss, cost up to 1.1x the teacher's own
@@ -38,9 +42,40 @@ class FrontPoint:
     plan_json: str
 
 
-def is_feasible(trial: Any) -> bool:
-    """Whether every constraint of ``trial`` (a ``FrozenTrial``) is <= 0; none: feasible."""
-    return all(value <= 0 for value in trial.constraints.values())
+def is_feasible(
+    trial: Any,
+    constraints: Sequence[str] | None = None,
+    teacher: Mapping[str, float | None] | None = None,
+) -> bool:
+    """Whether ``trial`` (a ``FrozenTrial``) satisfies its constraints.
+
+    Args:
+        trial: the trial.
+        constraints: constraint texts (``"fid <= 1.1 * teacher"``) to judge the trial's
+            stored ``metrics`` against; ``None``: the values recorded with the trial, each
+            ``<= 0`` (none recorded: feasible).
+        teacher: the teacher's metrics, for constraints relative to the teacher.
+    """
+    if constraints is None:
+        return all(value <= 0 for value in trial.constraints.values())
+    return not lacks_metric(trial, constraints, teacher) and all(
+        Constraint.parse(text).violation(trial.user_attrs["metrics"], teacher or {}) <= 0
+        for text in constraints
+    )
+
+
+def lacks_metric(
+    trial: Any, constraints: Sequence[str], teacher: Mapping[str, float | None] | None
+) -> bool:
+    """Whether a constraint needs a metric ``trial`` (or the teacher) has no finite value of."""
+    metrics = trial.user_attrs.get("metrics") or {}
+    for text in constraints:
+        constraint = Constraint.parse(text)
+        if metrics.get(constraint.metric) is None:
+            return True
+        if constraint.relative_to_teacher and (teacher or {}).get(constraint.metric) is None:
+            return True
+    return False
 
 
 def losses(values: Sequence[float], objectives: Sequence[str]) -> np.ndarray:
@@ -58,12 +93,21 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
     return keep
 
 
-def pareto_front(study: Any, objectives: Sequence[str]) -> list[FrontPoint]:
-    """Feasible, complete, non-dominated trials, sorted by the first objective."""
+def pareto_front(
+    study: Any, objectives: Sequence[str], *, constraints: Sequence[str] | None = None
+) -> list[FrontPoint]:
+    """Feasible, complete, non-dominated trials, sorted by the first objective.
+
+    ``constraints``: the study file's current constraint texts, judged against each trial's
+    stored metrics (:func:`is_feasible`); ``None``: the values recorded with each trial.
+    """
     from optuna.trial import TrialState
 
+    teacher = study.user_attrs.get("teacher_metrics") or {}
     trials = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if is_feasible(t, constraints, teacher)
     ]
     trials = [t for t in trials if all(math.isfinite(v) for v in t.values)]
     if not trials:
@@ -162,23 +206,34 @@ class PlotPoint:
     label: str  # "front", "dominated", "infeasible", or a reference plan name (e.g. "teacher")
 
 
-def plot_points(study: Any, quality: str, cost: str) -> list[PlotPoint]:
+def plot_points(
+    study: Any, quality: str, cost: str, *, constraints: Sequence[str] | None = None
+) -> list[PlotPoint]:
+    """Every COMPLETE trial with both metrics, labelled (feasibility as in :func:`is_feasible`)."""
     from optuna.trial import TrialState
 
+    teacher = study.user_attrs.get("teacher_metrics") or {}
     points = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         metrics = trial.user_attrs.get("metrics", {})
         if metrics.get(quality) is None or metrics.get(cost) is None:
             continue
         label = trial.user_attrs.get("reference") or (
-            "dominated" if is_feasible(trial) else "infeasible"
+            "dominated" if is_feasible(trial, constraints, teacher) else "infeasible"
         )
         points.append(PlotPoint(trial.number, float(metrics[quality]), float(metrics[cost]), label))
     return points
 
 
 def write_plots(
-    study: Any, front: Sequence[FrontPoint], quality: str, cost: str, path_png: Any, path_html: Any
+    study: Any,
+    front: Sequence[FrontPoint],
+    quality: str,
+    cost: str,
+    path_png: Any,
+    path_html: Any,
+    *,
+    constraints: Sequence[str] | None = None,
 ) -> None:
     """PNG (matplotlib) and HTML (plotly) of quality against cost, front and references marked."""
     import matplotlib
@@ -186,7 +241,7 @@ def write_plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = plot_points(study, quality, cost)
+    points = plot_points(study, quality, cost, constraints=constraints)
     on_front = {p.number for p in front}
     figure, axes = plt.subplots(figsize=(7, 5))
     others = [
@@ -260,10 +315,19 @@ def _ratio(teacher: float | None, value: float | None) -> float | None:
     return teacher / value
 
 
-def pareto_report(study: Any, objectives: Sequence[str]) -> dict[str, Any]:
-    """Everything ``gansearch pareto`` shows, as JSON-ready data."""
+def pareto_report(
+    study: Any, objectives: Sequence[str], *, constraints: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Everything ``gansearch pareto`` shows, as JSON-ready data.
+
+    ``constraints``: the study file's current constraints (see :func:`pareto_front`);
+    ``unjudged`` lists the COMPLETE trials counted infeasible because they lack a metric
+    one of them needs.
+    """
+    from optuna.trial import TrialState
+
     teacher = study.user_attrs.get("teacher_metrics") or {}
-    front = pareto_front(study, objectives)
+    front = pareto_front(study, objectives, constraints=constraints)
     quality = next((n for n in objectives if METRICS[n].kind == "quality"), "fid")
     rows = []
     for point in front:
@@ -287,7 +351,16 @@ def pareto_report(study: Any, objectives: Sequence[str]) -> dict[str, Any]:
     return {
         "study": study.study_name,
         "objectives": list(objectives),
-        "constraints": study.user_attrs.get("constraints", []),
+        "constraints": list(constraints)
+        if constraints is not None
+        else study.user_attrs.get("constraints", []),
+        "unjudged": []
+        if constraints is None
+        else [
+            t.number
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if lacks_metric(t, constraints, teacher)
+        ],
         "teacher": teacher,
         "trials": len(study.get_trials(deepcopy=False)),
         "front": rows,

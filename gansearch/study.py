@@ -7,42 +7,39 @@ be injected::
         → CandidateEvaluator (apply plan, optional distillation, score)
         → trial in Optuna storage (gansearch.runner)
 
-Resume: re-running the same study continues it. Trials a killed process left RUNNING
-are failed as interrupted and do not count towards the budget; the strategy's state
-(JSON, written atomically after every result, one file per storage) lets it re-propose
-them.
+Resume: re-running the same study continues it, and several runs (controllers) may share
+one study at the same time. Trials a killed controller left RUNNING are failed as
+interrupted once their heartbeat is older than ``search.grace_period``
+(:mod:`gansearch.runner.heartbeat`) and do not count towards the budget; a live
+controller's trials are never touched. The strategy's state is kept in the study's own
+storage (the study user attribute ``strategy_state:<strategy>:<seed>``, written after
+every result), so it lives and dies with the storage and lets the strategy re-propose
+interrupted trials; a new storage always starts a new strategy.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gansearch.candidates import CandidateEvaluator, CandidateResult, EvaluatorHandle
 from gansearch.config import StudyConfig
 from gansearch.errors import GansearchError
 from gansearch.evaluators.objectives import directions
+from gansearch.runner.heartbeat import fail_stale
 from gansearch.runner.loop import run_loop
 from gansearch.runner.recording import finite_or_none
-from gansearch.runner.storage import (
-    finished_trials,
-    open_study,
-    recover_interrupted,
-    storage_url,
-)
+from gansearch.runner.storage import Heartbeat, connect, finished_trials, storage_url
 from gansearch.search.base import Strategy, genome_key
 from gansearch.search.engines import Engine
 from gansearch.search.registry import make_engine, make_strategy
 from gansearch.spaces.joint import JointSpace
 from gansearch.spaces.references import reference_params
 
-STRATEGY_STATE = "strategy-state"
+STRATEGY_STATE = "strategy_state"
 
 
 @dataclass(frozen=True)
@@ -58,13 +55,9 @@ class RunSummary:
     seconds: float
 
 
-def state_path(config: StudyConfig, strategy: str, seed: int, storage: str) -> Path:
-    """Where the strategy's state is saved: one file per storage, strategy and seed.
-
-    Keyed by the storage URL, so a fresh storage never resumes another storage's strategy.
-    """
-    key = hashlib.sha256(storage.encode()).hexdigest()[:12]
-    return config.study_dir() / f"{STRATEGY_STATE}-{strategy}-{seed}-{key}.json"
+def state_key(strategy: str, seed: int) -> str:
+    """The study user attribute holding the state of ``strategy`` run with ``seed``."""
+    return f"{STRATEGY_STATE}:{strategy}:{seed}"
 
 
 def run_study(
@@ -103,7 +96,10 @@ def run_study(
     search = config.search
     seed = config.seed if seed is None else seed
     url = storage_url(config, storage)
-    study = open_study(config, url)
+    shared = connect(
+        config, url, heartbeat=Heartbeat(search.heartbeat_interval, search.grace_period)
+    )
+    study = shared.study
     handle = EvaluatorHandle(config, torch_threads=max(1, int(search.resources.cpus)))
     if evaluator is not None:
         handle.attach(evaluator)
@@ -124,23 +120,23 @@ def run_study(
     with scope:
         evaluator = handle.evaluator()
         space = evaluator.space
-        recovered = recover_interrupted(study)
+        recovered = len(fail_stale(shared))
         study.set_user_attr("teacher_metrics", finite_or_none(evaluator.teacher_score.values))
         study.set_user_attr("objectives", list(config.objectives))
         study.set_user_attr("constraints", list(search.constraints))
         chosen, name = _strategy(config, space, strategy, seed)
-        saved = state_path(config, name, seed, url)
-        _restore_or_seed(chosen, name, saved, study, space, config)
+        key = state_key(name, seed)
+        _restore_or_seed(chosen, name, key, study, space, config)
         if on_start is not None:
             on_start(study, evaluator)
         evaluated = run_loop(
-            study,
+            shared,
             space.genes,
             chosen,
             where,
             budget=trials if trials is not None else search.trials,
             timeout=timeout if timeout is not None else search.timeout,
-            state_path=saved,
+            state_key=key,
             on_result=on_result,
             attrs=_trial_attrs(space, name, seed),
         )
@@ -177,16 +173,18 @@ def _strategy(
 
 
 def _restore_or_seed(
-    strategy: Strategy, name: str, saved: Path, study: Any, space: JointSpace, config: StudyConfig
+    strategy: Strategy, name: str, key: str, study: Any, space: JointSpace, config: StudyConfig
 ) -> None:
-    """Resume the strategy from its saved state, or seed a fresh study's first proposals."""
-    if saved.is_file():
+    """Resume the strategy from its state in the storage, or seed a fresh study's proposals."""
+    saved = study.user_attrs.get(key)
+    if saved is not None:
         try:
-            strategy.load_state_dict(json.loads(saved.read_text()))
+            strategy.load_state_dict(saved)
         except (ValueError, KeyError, TypeError) as error:
             raise GansearchError(
-                f"the saved {name} state {saved} does not fit this study ({error}); "
-                "use the settings it was saved with, or delete the file to restart the strategy"
+                f"the {name} state saved in study {study.study_name!r} (user attribute "
+                f"{key!r}) does not fit this study ({error}); use the settings it was saved "
+                "with, or another --seed to start a new strategy"
             ) from None
     elif not finished_trials(study) and config.search.enqueue_reference_plans:
         for params in reference_params(space).values():

@@ -4,6 +4,12 @@
 recorded plan by the same :class:`~gansearch.candidates.CandidateEvaluator` the search used
 (optionally distilled further), written with :func:`gansearch.compress.artifact.export`,
 loaded back from disk and scored again, so the reported figures are the artifact's own.
+
+A study with its own ``model.generator`` records that factory in the artifact, and the
+load-back trusts exactly it (the user chose it); a zoo benchmark records the zoo generator.
+The output folder follows :func:`~gansearch.compress.artifact.export`'s rule: a file the
+export did not write is never removed, and ``samples.png`` is written atomically like the
+artifact's other files.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from typing import Any
 
 from gansearch.candidates import CandidateEvaluator
 from gansearch.compress.artifact import export, load
+from gansearch.compress.manifest import MANIFEST_FILE, ONNX_FILE, SAMPLES_FILE, WEIGHTS_FILE
+from gansearch.compress.placement import check_target
 from gansearch.config import StudyConfig, load_study
 from gansearch.errors import GansearchError
+from gansearch.files import atomic_path
 from gansearch.pareto import pareto_front
 from gansearch.pareto import pick as pick_point
 from gansearch.runner.recording import finite_or_none
@@ -22,7 +31,10 @@ from gansearch.runner.storage import failure_reason, open_study
 
 
 def write_sample_grid(path: Path, teacher_images: Any, student_images: Any) -> None:
-    """A PNG grid: teacher samples on top, the student's on the same latents below."""
+    """A PNG grid: teacher samples on top, the student's on the same latents below.
+
+    Written atomically (:func:`gansearch.files.atomic_path`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,22 +46,34 @@ def write_sample_grid(path: Path, teacher_images: Any, student_images: Any) -> N
         for column in range(n):
             image = images[column].detach().float().cpu()
             image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
-            axes[row][column].imshow((image.clamp(-1, 1) + 1) / 2, cmap="gray", vmin=0, vmax=1)
+            pixels = ((image.clamp(-1, 1) + 1) / 2).numpy()
+            axes[row][column].imshow(pixels, cmap="gray", vmin=0, vmax=1)
             axes[row][column].axis("off")
     axes[0][0].set_title("teacher", fontsize=7, loc="left")
     axes[1][0].set_title("student", fontsize=7, loc="left")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=100, format="png")
+    finally:
+        plt.close(figure)
 
 
 def choose_trial(
-    study: Any, objectives: tuple[str, ...], *, trial: int | None, pick: str | None
+    study: Any,
+    objectives: tuple[str, ...],
+    *,
+    trial: int | None,
+    pick: str | None,
+    constraints: tuple[str, ...] | None = None,
 ) -> Any:
-    """The COMPLETE trial named by number, or picked on the feasible Pareto front."""
+    """The COMPLETE trial named by number, or picked on the feasible Pareto front.
+
+    ``constraints``: the study file's current ones (see :func:`gansearch.pareto.pareto_front`).
+    """
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial is None:
-        front = pareto_front(study, objectives)
+        front = pareto_front(study, objectives, constraints=constraints)
         if not front:
             raise GansearchError(
                 "the Pareto front is empty (no feasible completed trial); run more trials"
@@ -82,22 +106,29 @@ def export_trial(
     finetune_steps: int = 0,
     storage: str | None = None,
     evaluator: Any | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Rebuild a trial's candidate, optionally distil it, export it, and re-measure the artifact.
 
     Writes the artifact (``weights.safetensors``, ``manifest.json``, ``model.onnx``) plus
-    ``samples.png`` (teacher and student on the same latents) into ``out``.
+    ``samples.png`` (teacher and student on the same latents) into ``out``: a missing or
+    empty folder, or a previous artifact; any other folder only with ``force``, and then
+    only those four files are replaced.
     """
 
     config = study_file if isinstance(study_file, StudyConfig) else load_study(study_file)
+    check_target(Path(out), force=force)  # before the (slow) rebuild; export checks again
     study = open_study(config, storage, create=False)
-    chosen = choose_trial(study, config.objectives, trial=trial, pick=pick)
+    chosen = choose_trial(
+        study, config.objectives, trial=trial, pick=pick, constraints=config.search.constraints
+    )
     if evaluator is None:
         evaluator = CandidateEvaluator(config)
     compressed = evaluator.compressed_from_json(
         chosen.user_attrs["plan"], finetune_steps=finetune_steps
     )
     in_memory = evaluator.scorer.score(compressed)
+    factory = config.model.generator if config.model is not None else None
     path = export(
         compressed,
         Path(out),
@@ -107,18 +138,20 @@ def export_trial(
             **finite_or_none(in_memory.values),
         },
         example_input=evaluator.example[:1],
+        teacher_factory=factory,
+        force=force,
     )
-    loaded = load(path)
+    loaded = load(path, trust=() if factory is None else (factory,))
     artifact = evaluator.scorer.score(loaded)
     write_sample_grid(
-        path / "samples.png",
+        path / SAMPLES_FILE,
         evaluator.samples(evaluator.teacher, 12),
         evaluator.samples(loaded, 12),
     )
     return {
         "trial": chosen.number,
         "artifact": str(path),
-        "files": sorted(p.name for p in path.iterdir()),
+        "files": sorted((MANIFEST_FILE, WEIGHTS_FILE, ONNX_FILE, SAMPLES_FILE)),
         "trial_metrics": chosen.user_attrs.get("metrics", {}),
         "artifact_metrics": finite_or_none(artifact.values),
         "artifact_spread": finite_or_none(artifact.spread),

@@ -5,6 +5,12 @@ Cai et al., Once-for-All, ICLR 2020; Yu & Huang, Universally Slimmable Networks,
 2019) is :mod:`gansearch.compress.supernet`. This module binds it to a study: the recipe
 from the study file, the folder and manifest entry the supernet is written to and read
 from, the reproducing command and the teacher checkpoint's hash.
+
+A trained supernet goes to a folder of the user's (:func:`supernet_output_directory`):
+the study's ``weights:`` folder if it has one, else ``<study dir>/supernet``. Only
+``bundled=True`` (``gansearch supernet train --update-bundled``, for developers) writes
+into the installed package. A study reads the supernet it trained itself before the
+bundled one (:func:`supernet_directory`).
 """
 
 from __future__ import annotations
@@ -23,13 +29,27 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int, Mapping[str, float]], None]
 
 
+SUPERNET_FILE = "supernet.safetensors"
+
+
+def supernet_output_directory(config: StudyConfig) -> Path:
+    """Where ``supernet train`` writes by default: the study's ``weights:`` folder, if it
+    names one, else ``<study dir>/supernet``; never the installed package."""
+    return config.weights if config.weights is not None else config.study_dir() / "supernet"
+
+
 def supernet_directory(config: StudyConfig, benchmark: Benchmark) -> Path:
-    """The folder of a study's supernet: the benchmark's weights, or ``<study dir>/supernet``."""
+    """The folder a study reads its supernet from.
+
+    The study's own (:func:`supernet_output_directory`) when it holds a supernet or the
+    study is a custom model; else the bundled benchmark's committed weights.
+    """
     from gansearch.zoo.weights_io import weights_dir
 
-    if config.model is None:
-        return weights_dir(benchmark.name, config.weights)
-    return config.study_dir() / "supernet"
+    own = supernet_output_directory(config)
+    if config.model is not None or (own / SUPERNET_FILE).is_file():
+        return own
+    return weights_dir(benchmark.name)
 
 
 def supernet_entry(benchmark: Benchmark) -> str:
@@ -90,6 +110,7 @@ def train_study_supernet(
     *,
     command: str,
     out: Path | None = None,
+    bundled: bool = False,
     progress: Progress | None = None,
 ) -> TrainedSupernet:
     """Distil the study's teacher into a supernet and save it with its manifest entry.
@@ -99,19 +120,28 @@ def train_study_supernet(
         benchmark: its loaded benchmark (teacher, discriminator, real data).
         recipe: e.g. :func:`supernet_recipe` of ``config``.
         command: the command line that reproduces this run (recorded in the manifest).
-        out: the folder to write (default: :func:`supernet_directory`).
+        out: the folder to write (default: :func:`supernet_output_directory`).
+        bundled: write into the installed package's committed weights of the benchmark
+            (developers only; not with ``out`` or a custom model).
         progress: called as ``progress(step, steps, losses)`` after each step.
 
     Raises:
+        ValueError: if ``bundled`` is combined with ``out`` or a custom model.
         DistillationDiverged: at a non-finite loss, output or parameter (nothing is saved).
         SupernetError: when zeroing channels is not equivalent to pruning them.
     """
     from gansearch.checkpoints import sha256_file
     from gansearch.compress import describe
     from gansearch.compress.supernet import save_supernet, train_supernet
+    from gansearch.zoo.weights_io import weights_dir
 
+    if bundled and (out is not None or config.model is not None):
+        raise ValueError("`bundled` is only for a bundled benchmark and without `out`.")
     structure = describe(benchmark.teacher, benchmark.example_input(2))
-    directory = out if out is not None else supernet_directory(config, benchmark)
+    if bundled:
+        directory = weights_dir(benchmark.name)
+    else:
+        directory = out if out is not None else supernet_output_directory(config)
     entry = supernet_entry(benchmark)
     start = time.perf_counter()
     supernet = train_supernet(

@@ -23,6 +23,7 @@ _EXPORTS = {
     "RayEngine": "engines",
     "HybridStrategy": "hybrid",
     "OptunaStrategy": "optuna_strategy",
+    "ProcessEngine": "process_engine",
     "SamplerFactory": "optuna_strategy",
     "ENGINE_NAMES": "registry",
     "SAMPLER_NAMES": "registry",

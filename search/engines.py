@@ -22,7 +22,10 @@ factory (in :mod:`gansearch.candidates`) loads the teacher, supernet, data and r
 statistics when a worker starts, never once per candidate.
 
 * :class:`LocalEngine` (the default) evaluates in this process, one at a time, and uses no
-  Ray at all. It cannot interrupt a running candidate, so it does not enforce ``timeout``.
+  Ray at all. It cannot interrupt a running candidate, so ``engine: local`` with a
+  ``timeout`` gets :class:`~gansearch.search.process_engine.ProcessEngine` instead: one
+  child process, killed and replaced when a candidate runs over ``timeout`` or the child
+  dies, with the same failures and retries as Ray's.
 * :class:`RayEngine` keeps ``workers`` long-lived Ray actors, each holding one evaluator.
   A dead actor is replaced and its candidate retried up to ``max_retries`` times; a
   candidate past ``timeout`` seconds gets its actor killed (and replaced) and fails with
@@ -30,7 +33,7 @@ statistics when a worker starts, never once per candidate.
   ``workers * cpus`` CPUs and shuts it down on :meth:`close`; with one it joins that
   cluster and leaves it running.
 
-Length (about 400 lines): the local and the Ray engine implement one small protocol and
+Length (about 450 lines): the local and the Ray engine implement one small protocol and
 are easiest to compare in one file; Ray's fault handling (retries, timeouts, Ctrl-C) is
 most of it.
 """
@@ -41,10 +44,12 @@ import abc
 import contextlib
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -235,42 +240,48 @@ class RayEngine(Engine):
         self._max_retries = max_retries
         self._owns_ray = address is None
         self._closed = False
-        started = time.perf_counter()
-        self._connect(address, workers)
-        self.connect_seconds = time.perf_counter() - started
         self._pending: deque[_Task] = deque()
         self._starting: dict[Any, Any] = {}  # ready ref -> actor
         self._idle: list[Any] = []
         self._running: dict[Any, tuple[Any, _Task]] = {}  # result ref -> (actor, task)
         self.pids: list[int] = []  # of every actor started (tests check they are gone)
-        for _ in range(workers):
-            self._start_actor()
+        self._ray: Any = None  # the ray module once imported
+        started = time.perf_counter()
+        try:
+            self._connect(address, workers)
+            self.connect_seconds = time.perf_counter() - started
+            for _ in range(workers):
+                self._start_actor()
+        except BaseException:  # Ctrl-C while Ray starts included: stop what did start
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
 
     def _connect(self, address: str | None, workers: int) -> None:
         import ray
 
+        self._ray = ray  # so that close() can shut down a half-started Ray
         if address is not None:
             preflight(address)
         try:
-            if self._owns_ray:
-                ray.init(
-                    address="local",
-                    num_cpus=max(1, int(round(workers * self._cpus))),
-                    num_gpus=math.ceil(workers * self._gpus) or None,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level="ERROR",
-                    configure_logging=True,
-                )
-            else:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            with _sigint_held():  # Ray interrupted half-way through starting leaves processes
+                if self._owns_ray:
+                    ray.init(
+                        address="local",
+                        num_cpus=max(1, int(round(workers * self._cpus))),
+                        num_gpus=math.ceil(workers * self._gpus) or None,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        logging_level="ERROR",
+                        configure_logging=True,
+                    )
+                else:
+                    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as error:
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
             where = "start a local Ray" if self._owns_ray else f"join the Ray cluster {address}"
             raise EngineError(f"cannot {where}: {first}") from None
-        self._ray = ray
         self._actor_class = ray.remote(_CandidateWorker).options(
             num_cpus=self._cpus, num_gpus=self._gpus, max_restarts=0, max_task_retries=0
         )
@@ -289,7 +300,7 @@ class RayEngine(Engine):
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this engine started it."""
-        if self._closed:
+        if self._closed or self._ray is None:
             return
         self._closed = True
         for actor in [
@@ -400,6 +411,33 @@ class RayEngine(Engine):
                     task.ticket, Failure(f"timeout after {self._timeout:g} s"), task.attempts
                 )
         return None
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold a first SIGINT until the block is done, then deliver it; a second one at once.
+
+    ``ray.init`` interrupted half-way leaves some of the node's processes running for
+    minutes after ``ray.shutdown()``; held, Ctrl-C waits the seconds Ray takes to start and
+    then stops it cleanly. Only the main thread can hold it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:  # the user insists: do not wait for Ray any longer
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)  # with the handler that was there before
 
 
 def _first(error: BaseException) -> str:

@@ -188,13 +188,22 @@ def make_engine(
 
     Args:
         name: one of :data:`ENGINE_NAMES`.
-        factory: a zero-argument callable building ``params -> result``. ``"local"`` calls
-            it once, in this process, when the first candidate is evaluated (so it may
-            return an evaluator built meanwhile); ``"ray"`` pickles it to every worker,
-            which calls it once when it starts.
-        workers, address, cpus, gpus, timeout, max_retries: the Ray engine's options (see
+        factory: a zero-argument callable building ``params -> result``. ``"local"``
+            without a ``timeout`` calls it once, in this process, when the first candidate
+            is evaluated (so it may return an evaluator built meanwhile); ``"ray"`` (and
+            ``"local"`` with a ``timeout``) pickles it to every worker process, which calls
+            it once when it starts.
+        workers, address, cpus, gpus: the Ray engine's options (see
             :class:`~gansearch.search.engines.RayEngine`); ``"local"`` runs one candidate at
-            a time in this process and ignores them.
+            a time and ignores them.
+        timeout, max_retries: seconds one candidate may take (``None``: no limit), and
+            re-runs of a candidate whose worker process died. ``"local"`` with a
+            ``timeout`` runs candidates in one child process that it kills and replaces
+            when a candidate runs over (a
+            :class:`~gansearch.search.process_engine.ProcessEngine`; the factory must then
+            be picklable, and the child builds its own evaluator); without one it
+            evaluates in this process (:class:`~gansearch.search.engines.LocalEngine`) and
+            ``max_retries`` has no use.
 
     Raises:
         EngineError: for an unknown name (the message lists the known ones), or when Ray
@@ -207,7 +216,11 @@ def make_engine(
         raise EngineError(f"unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)}")
 
     if name == "local":
-        return LocalEngine(factory)
+        if timeout is None:
+            return LocalEngine(factory)
+        from gansearch.search.process_engine import ProcessEngine
+
+        return ProcessEngine(factory, timeout=timeout, max_retries=max_retries)
     return RayEngine(
         factory,
         workers=workers,

@@ -79,7 +79,9 @@ def test_missing_checkpoint(run_cli, tmp_path: Path) -> None:
 
 def test_factory_that_cannot_be_imported(run_cli, tmp_path: Path) -> None:
     study = _study(
-        tmp_path, "model: {generator: 'no_such_pkg.models:gen', data: 'x:y', latent_shape: [4]}\n"
+        tmp_path,
+        "objectives: [stored_bytes]\n"
+        "model: {generator: 'no_such_pkg.models:gen', data: 'x:y', latent_shape: [4]}\n",
     )
     _assert_one_line_error(
         run_cli("evaluate", str(study)), "cannot import module 'no_such_pkg.models'"
@@ -88,7 +90,9 @@ def test_factory_that_cannot_be_imported(run_cli, tmp_path: Path) -> None:
 
 def test_factory_that_fails(run_cli, tmp_path: Path, factories: Path) -> None:
     study = _study(
-        tmp_path, "model: {generator: 'userpkg:broken', data: 'userpkg:data', latent_shape: [4]}\n"
+        tmp_path,
+        "objectives: [stored_bytes]\n"
+        "model: {generator: 'userpkg:broken', data: 'userpkg:data', latent_shape: [4]}\n",
     )
     result = run_cli("evaluate", str(study), env={"PYTHONPATH": str(factories)})
     _assert_one_line_error(result, "generator factory 'userpkg:broken' failed", "out of disk")
@@ -97,6 +101,7 @@ def test_factory_that_fails(run_cli, tmp_path: Path, factories: Path) -> None:
 def test_shape_mismatch(run_cli, tmp_path: Path, factories: Path) -> None:
     study = _study(
         tmp_path,
+        "objectives: [stored_bytes]\n"
         "model: {generator: 'userpkg:generator', data: 'userpkg:wrong_data', latent_shape: [4]}\n",
     )
     result = run_cli("evaluate", str(study), env={"PYTHONPATH": str(factories)})
@@ -137,6 +142,7 @@ def test_objective_without_feature_network(run_cli, tmp_path: Path, factories: P
         (("--strategy", "nope"), ("unknown strategy 'nope'", "optuna", "deap", "hybrid")),
         (("--engine", "nope"), ("unknown engine 'nope'", "local", "ray")),
         (("--trials", "0"), ("`--trials` must be at least 1, got 0",)),
+        (("--seed", "-1"), ("`--seed` must be in [0, 2**32), got -1",)),
         (("--workers", "2"), ("`--workers` and `--address` need `--engine ray`",)),
     ],
 )

@@ -69,3 +69,71 @@ def test_missing_study_file(tmp_path: Path) -> None:
 def test_seed_zero_is_kept() -> None:
     data = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
     assert parse_study({**data, "seed": 0}).seed == 0
+
+
+def _digits(**changes: object) -> dict:
+    data = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
+    return {**data, **changes}
+
+
+def test_seed_bounds_are_numpy_and_torch_ranges() -> None:
+    assert parse_study(_digits(seed=2**32 - 1)).seed == 2**32 - 1
+    for bad in (-1, 2**32):
+        with pytest.raises(ConfigError, match=r"a seed must be an integer in \[0, 2\*\*32\)"):
+            parse_study(_digits(seed=bad))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1", "mps", "xpu:0"])
+def test_torch_device_syntax_is_accepted_without_importing_torch(device: str) -> None:
+    assert parse_study(_digits(device=device)).device == device
+
+
+def test_kid_subset_size_defaults_to_at_most_num_samples() -> None:
+    small = parse_study(_digits(evaluation={"num_samples": 16}))
+    assert small.evaluation.kid_subset_size == 16
+    assert parse_study(_digits(evaluation={})).evaluation.kid_subset_size == 500
+    explicit = parse_study(_digits(evaluation={"num_samples": 64, "kid_subset_size": 40}))
+    assert explicit.evaluation.kid_subset_size == 40
+    with pytest.raises(ConfigError, match="kid_subset_size <= num_samples"):
+        parse_study(_digits(evaluation={"num_samples": 16, "kid_subset_size": 17}))
+
+
+def test_constraints_in_bytes_are_read_and_bounds_must_be_finite() -> None:
+    from gansearch.evaluators.objectives import Constraint
+
+    assert Constraint.parse("stored_bytes <= 64B").bound == 64
+    assert Constraint.parse("stored_bytes <= 2KB").bound == 2048
+    with pytest.raises(ValueError, match="not a finite number"):
+        Constraint.parse("stored_bytes <= 1e999")
+
+
+def test_measured_metrics_follow_what_the_study_provides() -> None:
+    digits = parse_study(_digits())
+    assert {"fid", "kid", "is", "stored_bytes", "teacher_l1"} <= digits.measured_metrics()
+    assert not {"psnr", "ssim", "fid_inception"} & digits.measured_metrics()
+    custom = parse_study(
+        {
+            "name": "c",
+            "objectives": ["stored_bytes"],
+            "model": {"generator": "a:b", "data": "a:c", "latent_shape": [4]},
+        }
+    )
+    assert "fid" not in custom.measured_metrics()
+    with pytest.raises(ConfigError, match="constraint|constrains 'fid'"):
+        parse_study(
+            {
+                "name": "c",
+                "objectives": ["stored_bytes"],
+                "model": {"generator": "a:b", "data": "a:c", "latent_shape": [4]},
+                "search": {"constraints": ["fid <= 1.1 * teacher"]},
+            }
+        )
+
+
+def test_config_import_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, gansearch.config; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

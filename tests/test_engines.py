@@ -324,7 +324,25 @@ def test_ctrl_c_marks_in_flight_trials_interrupted(run_cli, tmp_path: Path, no_r
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole group, Ray included
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "gansearch: interrupted"
     trials = _trials(db)
     assert not [t for t in trials if t["state"] in {"RUNNING", "WAITING"}]
     assert any((t["reason"] or "").startswith("interrupted") for t in trials)
+
+
+@pytest.mark.slow
+def test_sigint_while_ray_starts_exits_130_and_stops_ray(tmp_path: Path, no_ray_left) -> None:
+    """SIGINT to the controller alone (not its group) while its private Ray starts: the
+    engine itself must stop what had started."""
+    from test_interrupts import _assert_interrupted, _descendants, _interrupt_run
+
+    study = _study(tmp_path, name="raystart", trials=20)
+
+    def ray_starting(pid: int) -> bool:
+        return any("raylet" in _cmdline(child) for child in _descendants(pid))
+
+    result, _ = _interrupt_run(
+        study, tmp_path, ray_starting, args=("--engine", "ray", "--workers", "1"), group=False
+    )
+    _assert_interrupted(result, tmp_path / "raystart" / "study.db")

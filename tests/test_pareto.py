@@ -164,6 +164,41 @@ def test_feasibility_reads_public_constraints() -> None:
     assert not is_feasible(old)
 
 
+def test_feasibility_recomputed_from_stored_metrics_and_current_constraints() -> None:
+    teacher = {"fid": 10.0, "stored_bytes": 1000.0}
+    # recorded as feasible under an old, looser constraint
+    trial = _complete([1.0], {"0": -0.5}, metrics={"fid": 12.0, "stored_bytes": 400.0})
+    assert is_feasible(trial)  # the recorded values
+    assert is_feasible(trial, ["fid <= 1.2 * teacher"], teacher)  # 12 <= 12
+    assert not is_feasible(trial, ["fid <= 1.1 * teacher"], teacher)  # 12 > 11
+    assert is_feasible(trial, ["stored_bytes <= 400"], teacher)
+    assert not is_feasible(trial, ["fid <= 2 * teacher", "stored_bytes <= 0.3 * teacher"], teacher)
+    assert is_feasible(trial, [], teacher)  # no constraints now: every trial is feasible
+    # a metric the trial (or, for a relative bound, the teacher) lacks: infeasible
+    assert not is_feasible(trial, ["macs <= 1e9"], teacher)
+    assert not is_feasible(_complete([1.0], metrics={"fid": None}), ["fid <= 100"], teacher)
+    assert not is_feasible(trial, ["fid <= 1.1 * teacher"], {})
+
+
+def test_pareto_front_judges_the_current_constraints() -> None:
+    study = _study(["minimize", "minimize"])
+    study.set_user_attr("teacher_metrics", {"fid": 10.0, "stored_bytes": 1000.0})
+    # all three recorded feasible (no constraint values), none dominating another
+    study.add_trial(_complete([9.0, 900.0], metrics={"fid": 9.0, "stored_bytes": 900.0}))  # 0
+    study.add_trial(_complete([12.0, 300.0], metrics={"fid": 12.0, "stored_bytes": 300.0}))  # 1
+    study.add_trial(_complete([15.0, 100.0], metrics={"stored_bytes": 100.0}))  # 2: no fid
+    objectives = ["fid", "stored_bytes"]
+    assert [p.number for p in pareto_front(study, objectives)] == [0, 1, 2]
+    now = ["fid <= 1.1 * teacher"]
+    assert [p.number for p in pareto_front(study, objectives, constraints=now)] == [0]
+    report = pareto_report(study, objectives, constraints=now)
+    assert [row["trial"] for row in report["front"]] == [0]
+    assert report["constraints"] == now and report["unjudged"] == [2]
+    teacher = study.user_attrs["teacher_metrics"]
+    front = pareto_front(study, objectives, constraints=now)
+    assert pick(front, "knee", objectives, teacher).number == 0
+
+
 # --------------------------------------------------------------------------- study front
 
 

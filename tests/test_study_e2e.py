@@ -116,7 +116,9 @@ def test_run_pareto_export_load(run_cli, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_run_resumes_without_lost_or_duplicated_trials(run_cli, tmp_path: Path) -> None:
-    study = _study(tmp_path, name="resume", strategy="deap")
+    # a short grace period: the re-run fails the killed run's RUNNING trial once its
+    # heartbeat is 3 s old (a live controller's never is; see tests/test_shared_storage.py)
+    study = _study(tmp_path, name="resume", strategy="deap", heartbeat_interval=1, grace_period=3)
     db = tmp_path / "resume" / "study.db"
     env = {**os.environ, "GANSEARCH_CACHE": str(tmp_path / "cache")}
     script = Path(sys.executable).with_name("gansearch")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import torch
 
@@ -72,3 +73,59 @@ def test_recipes_are_deterministic_per_seed_and_leave_global_rng_alone() -> None
     for name, tensor in states[0].items():
         assert torch.equal(tensor, states[1][name]), name
     assert any(not torch.equal(tensor, states[2][name]) for name, tensor in states[0].items())
+
+
+def _package_fingerprint() -> dict[str, tuple[str, int]]:
+    return {
+        path.name: (sha256_file(path), path.stat().st_mtime_ns)
+        for path in sorted(DIGITS.iterdir())
+        if path.is_file()
+    }
+
+
+def test_zoo_train_writes_to_the_user_folder_never_into_the_package(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from gansearch.cli import app
+
+    before = _package_fingerprint()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["zoo", "train", "digits-features", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "weights" / "digits"
+    assert (written / "features.safetensors").is_file()
+    manifest = json.loads((written / "manifest.json").read_text())
+    assert manifest["digits-features"]["command"].endswith("--steps 1")
+    assert "weights: weights/digits" in result.stdout
+    assert _package_fingerprint() == before
+
+
+def test_zoo_train_refuses_out_with_update_bundled(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from gansearch.cli import app
+
+    before = _package_fingerprint()
+    result = CliRunner().invoke(
+        app, ["zoo", "train", "digits-features", "--out", str(tmp_path), "--update-bundled"]
+    )
+    assert result.exit_code == 2
+    assert "give `--out` or `--update-bundled`, not both" in result.stderr
+    assert _package_fingerprint() == before
+
+
+def test_a_study_supernet_goes_to_the_study_and_is_read_before_the_bundled_one(
+    tmp_path,
+) -> None:
+    from gansearch.config import parse_study
+    from gansearch.supernets import SUPERNET_FILE, supernet_directory, supernet_output_directory
+
+    config = parse_study({"name": "mine", "benchmark": "digits", "output_dir": str(tmp_path)})
+    benchmark = SimpleNamespace(name="digits")  # only the name is read
+    assert supernet_output_directory(config) == tmp_path / "supernet"
+    assert supernet_directory(config, benchmark) == DIGITS  # nothing trained: the bundled one
+    (tmp_path / "supernet").mkdir()
+    (tmp_path / "supernet" / SUPERNET_FILE).write_bytes(b"")
+    assert supernet_directory(config, benchmark) == tmp_path / "supernet"
+    own = parse_study({"name": "w", "benchmark": "digits", "weights": str(tmp_path / "w")})
+    assert supernet_output_directory(own) == tmp_path / "w"

@@ -18,6 +18,14 @@ def evaluate(
     artifact: Annotated[
         Path | None, typer.Option(help="Score an exported artifact folder instead of the teacher.")
     ] = None,
+    trust_factory: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-factory",
+            help="A 'package.module:Callable' the artifact may name to rebuild its teacher "
+            "(repeatable). Zoo generators and the study's own model.generator are trusted.",
+        ),
+    ] = None,
 ) -> None:
     """Score the study's teacher (or an artifact): quality with noise floor, and cost."""
     from gansearch.benchmarks import load_benchmark
@@ -29,7 +37,7 @@ def evaluate(
     if artifact is None:
         score = evaluate_teacher(benchmark, config)
     else:
-        score = evaluate_artifact(benchmark, config, artifact)
+        score = evaluate_artifact(benchmark, config, artifact, trust=trust_factory or ())
     what = "teacher" if artifact is None else str(artifact)
     metrics = score.to_dict()
     if as_json:

@@ -17,7 +17,10 @@ from gansearch.cli.common import StudyArg, console, format_value, progress_bar, 
 StorageOpt = Annotated[
     str | None,
     typer.Option(
-        help="Optuna storage URL (default: sqlite in studies/<name>/; any RDB URL or journal)."
+        help="Optuna storage URL (default: sqlite in studies/<name>/): any RDB URL, e.g. "
+        "sqlite:///study.db or postgresql://user:pw@host/db, or a journal file for "
+        "controllers on a shared file system, journal:///abs/path.log or "
+        "journal://relative/path.log. In-memory storage is refused."
     ),
 ]
 
@@ -70,6 +73,10 @@ def _print_front(report: dict[str, Any]) -> None:
         )
     if report["constraints"]:
         out.print(f"feasible = {' and '.join(report['constraints'])}")
+    if report.get("unjudged"):
+        out.print(
+            f"infeasible for lack of a metric the constraints need: trials {report['unjudged']}"
+        )
 
 
 def _search_progress() -> Any:
@@ -121,6 +128,7 @@ def run(
     """Run or continue a search study; ends by printing the Pareto front."""
     from gansearch.config import load_study
     from gansearch.errors import GansearchError
+    from gansearch.evaluation_config import SEED_LIMIT
     from gansearch.search.registry import ENGINE_NAMES, STRATEGY_NAMES
 
     config = load_study(study)
@@ -128,6 +136,8 @@ def run(
         raise GansearchError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGY_NAMES)}")
     if trials is not None and trials < 1:
         raise GansearchError(f"`--trials` must be at least 1, got {trials}")
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise GansearchError(f"`--seed` must be in [0, 2**32), got {seed}")
     if engine is not None and engine not in ENGINE_NAMES:
         raise GansearchError(f"unknown engine {engine!r}; known: {', '.join(ENGINE_NAMES)}")
     if workers is not None and workers < 1:
@@ -135,9 +145,10 @@ def run(
     if (workers is not None or address is not None) and (engine or config.search.engine) != "ray":
         raise GansearchError("`--workers` and `--address` need `--engine ray`")
     from gansearch.pareto import pareto_front, pareto_report
-    from gansearch.runner.storage import finished_trials, open_study
+    from gansearch.runner.storage import finished_trials, open_study, redact
     from gansearch.study import run_study
 
+    constraints = config.search.constraints
     budget = trials if trials is not None else config.search.trials
     objectives = config.objectives
     open_study(config, storage)  # a bad storage URL fails here, before anything is loaded
@@ -155,7 +166,7 @@ def run(
             bar.update(task, description=config.name, completed=len(done), failed=failed)
 
         def on_result(result: Any, trial: Any) -> None:
-            front = pareto_front(trial.study, objectives)
+            front = pareto_front(trial.study, objectives, constraints=constraints)
             bar.update(
                 task,
                 advance=1,
@@ -182,9 +193,9 @@ def run(
         f"{summary.study_name}: evaluated {summary.evaluated} candidates "
         f"in {summary.seconds:.0f} s ({summary.finished} finished, {summary.failed} failed"
         + (f", {summary.recovered} interrupted trials re-proposed" if summary.recovered else "")
-        + f"); storage {summary.storage}"
+        + f"); storage {redact(summary.storage)}"
     )
-    _print_front(pareto_report(open_study(config, storage), objectives))
+    _print_front(pareto_report(open_study(config, storage), objectives, constraints=constraints))
 
 
 @user_errors
@@ -196,7 +207,7 @@ def studies(
     import optuna
     from rich.table import Table
 
-    from gansearch.runner.storage import StorageError
+    from gansearch.runner.storage import StorageError, open_storage, redact
 
     urls = (
         [storage] if storage else [f"sqlite:///{path}" for path in sorted(root.glob("*/study.db"))]
@@ -206,13 +217,16 @@ def studies(
         table.add_column(column)
     for url in urls:
         try:
-            summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
+            backend = open_storage(url)
+            summaries = optuna.get_all_study_summaries(backend, include_best_trial=False)
+        except StorageError:
+            raise
         except Exception as error:  # noqa: BLE001 - driver errors vary by backend
             raise StorageError(
-                f"cannot open storage {url!r} ({type(error).__name__}); check the URL"
+                f"cannot open storage {redact(url)} ({type(error).__name__}); check the URL"
             ) from None
         for summary in summaries:
-            trials = optuna.load_study(study_name=summary.study_name, storage=url).get_trials(
+            trials = optuna.load_study(study_name=summary.study_name, storage=backend).get_trials(
                 deepcopy=False
             )
             count = {
@@ -225,7 +239,7 @@ def studies(
                 str(count["FAIL"]),
                 str(count["RUNNING"]),
                 ",".join(d.name.lower() for d in summary.directions),
-                url,
+                redact(url),
             )
     console().print(table)
 
@@ -246,7 +260,8 @@ def pareto(
 
     config = load_study(study)
     optuna_study = open_study(config, storage, create=False)
-    report = pareto_report(optuna_study, config.objectives)
+    constraints = config.search.constraints  # the study file's, as it reads now
+    report = pareto_report(optuna_study, config.objectives, constraints=constraints)
     if plot is not None:
         cost = (
             next(
@@ -260,9 +275,8 @@ def pareto(
         png = plot.with_suffix(".png")
         html = plot.with_suffix(".html")
         png.parent.mkdir(parents=True, exist_ok=True)
-        write_plots(
-            optuna_study, pareto_front(optuna_study, config.objectives), quality, cost, png, html
-        )
+        front = pareto_front(optuna_study, config.objectives, constraints=constraints)
+        write_plots(optuna_study, front, quality, cost, png, html, constraints=constraints)
         report["plots"] = {"png": str(png), "html": str(html)}
     if as_json:
         print(json.dumps(report, indent=2))
@@ -284,6 +298,14 @@ def export_command(
         int, typer.Option(help="Final quantisation-aware distillation steps.")
     ] = 0,
     storage: StorageOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into a folder that holds other files; only the artifact's own files "
+            "(manifest.json, weights.safetensors, model.onnx, samples.png) are replaced.",
+        ),
+    ] = False,
 ) -> None:
     """Rebuild a trial's candidate, optionally fine-tune it, and write a compact artifact."""
     from gansearch.errors import GansearchError
@@ -295,7 +317,13 @@ def export_command(
     from gansearch.study_export import export_trial
 
     result = export_trial(
-        study, out, trial=trial, pick=pick, finetune_steps=finetune_steps, storage=storage
+        study,
+        out,
+        trial=trial,
+        pick=pick,
+        finetune_steps=finetune_steps,
+        storage=storage,
+        force=force,
     )
     from rich.table import Table
 
@@ -317,20 +345,49 @@ def dashboard(
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Serve on a non-loopback --host. The dashboard has no authentication and "
+            "anyone who reaches it can edit and delete studies.",
+        ),
+    ] = False,
 ) -> None:
-    """Open optuna-dashboard on the study's storage."""
+    """Open optuna-dashboard on the study's storage (on this machine only, by default)."""
     from gansearch.config import load_study
     from gansearch.errors import GansearchError
-    from gansearch.runner.storage import default_storage, open_study
+    from gansearch.runner.storage import connect, redact
 
+    if not allow_remote and not _is_loopback(host):
+        raise GansearchError(
+            f"--host {host} would expose the dashboard, which has no authentication and can "
+            "delete studies, beyond this machine; serve on 127.0.0.1 and use an SSH tunnel, "
+            "or pass --allow-remote"
+        )
     config = load_study(study)
-    url = storage or config.search.storage or default_storage(config)
-    open_study(config, url, create=False)  # one clear line if the study does not exist
+    shared = connect(config, storage, create=False)  # one clear line if the study is missing
     try:
         from optuna_dashboard import run_server
     except ImportError:
         raise GansearchError(
             "optuna-dashboard is not installed; pip install optuna-dashboard"
         ) from None
-    console().print(f"optuna-dashboard for {config.name} ({url}) at http://{host}:{port}")
-    run_server(url, host=host, port=port)
+    shown = redact(shared.url)
+    console().print(f"optuna-dashboard for {config.name} ({shown}) at http://{host}:{port}")
+    if not _is_loopback(host):
+        console(stderr=True).print(
+            "warning: the dashboard has no authentication; anyone who reaches "
+            f"{host}:{port} can edit and delete studies"
+        )
+    run_server(shared.storage, host=host, port=port)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"

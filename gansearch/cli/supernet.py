@@ -34,8 +34,19 @@ def supernet_train(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Output folder (default: the benchmark's weights folder)."),
+        typer.Option(
+            help="Output folder (default: the study's `weights:` folder, else "
+            "studies/<name>/supernet, which the study then reads)."
+        ),
     ] = None,
+    update_bundled: Annotated[
+        bool,
+        typer.Option(
+            "--update-bundled",
+            help="Developers only: overwrite the bundled benchmark's committed supernet "
+            "inside the installed package.",
+        ),
+    ] = False,
 ) -> None:
     """Distil the teacher into a once-for-all supernet (sandwich rule) and save it."""
     from gansearch.benchmarks import load_benchmark
@@ -45,7 +56,14 @@ def supernet_train(
 
     if steps is not None and steps < 1:
         raise GansearchError(f"`--steps` must be at least 1, got {steps}")
+    if update_bundled and out is not None:
+        raise GansearchError("give `--out` or `--update-bundled`, not both")
     config = load_study(study)
+    if update_bundled and config.model is not None:
+        raise GansearchError(
+            "`--update-bundled` is for bundled benchmarks; a custom model's supernet goes to "
+            "`--out` or studies/<name>/supernet"
+        )
     recipe = supernet_recipe(config, steps=steps)
     benchmark = load_benchmark(config)
     entry = supernet_entry(benchmark)
@@ -57,6 +75,7 @@ def supernet_train(
             recipe,
             command=command,
             out=out,
+            bundled=update_bundled,
             progress=training_progress(bar, bar.add_task(entry, total=recipe.steps, losses="")),
         )
     console().print(

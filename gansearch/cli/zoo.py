@@ -1,4 +1,10 @@
-"""``gansearch zoo``: train and inspect the bundled benchmark networks."""
+"""``gansearch zoo``: train and inspect the bundled benchmark networks.
+
+``zoo train`` writes to a folder of the user's (``--out``, default ``weights/digits`` in
+the working directory), which a study then uses with ``weights: weights/digits``. Only
+``--update-bundled``, a developer's flag, rewrites the committed weights inside the
+installed package.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ app = typer.Typer(
 )
 
 ZOO_RECIPES = ("digits-dcgan", "digits-features")
+DEFAULT_OUT = Path("weights") / "digits"
 
 
 @app.command("train")
@@ -25,22 +32,38 @@ def zoo_train(
         int | None, typer.Option(help="Optimiser steps (default: the recipe's).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: the committed weights).")
+        Path | None,
+        typer.Option(
+            help=f"Output folder (default: {DEFAULT_OUT}); use it with `weights: FOLDER` in a "
+            "study file."
+        ),
     ] = None,
+    update_bundled: Annotated[
+        bool,
+        typer.Option(
+            "--update-bundled",
+            help="Developers only: overwrite the committed weights inside the installed package.",
+        ),
+    ] = False,
 ) -> None:
     """Train a bundled network and write it as safetensors with a reproducing manifest."""
     from dataclasses import replace
 
     from gansearch.errors import GansearchError
+    from gansearch.evaluation_config import SEED_LIMIT
 
     if name not in ZOO_RECIPES:
         raise GansearchError(f"unknown zoo recipe {name!r}; known: {', '.join(ZOO_RECIPES)}")
     if steps is not None and steps < 1:
         raise GansearchError(f"`--steps` must be at least 1, got {steps}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise GansearchError(f"`--seed` must be in [0, 2**32), got {seed}")
+    if update_bundled and out is not None:
+        raise GansearchError("give `--out` or `--update-bundled`, not both")
     from gansearch.zoo import train
     from gansearch.zoo.weights_io import save_trained, weights_dir
 
-    directory = weights_dir("digits", out)
+    directory = weights_dir("digits") if update_bundled else (out or DEFAULT_OUT)
     command = f"gansearch zoo train {name} --seed {seed}" + (f" --steps {steps}" if steps else "")
     with progress_bar() as bar:
         progress = training_progress(bar, bar.add_task(name, total=None, losses=""))
@@ -64,7 +87,8 @@ def zoo_train(
                 {"generator": generator, "discriminator": discriminator},
             )
             summary = f"{sum(p.numel() for p in generator.parameters()):,} generator parameters"
-    console().print(f"{name}: wrote {directory} ({summary})")
+    use = "" if update_bundled else f"; use it with `weights: {directory}` in a study file"
+    console().print(f"{name}: wrote {directory} ({summary}){use}")
 
 
 @app.command("info")

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
     from gansearch.compress.supernet import Supernet
 
 
-
 class UnknownTransformError(GansearchError):
     """A config type with no registered transform handler."""
 

@@ -1,6 +1,6 @@
 """Export a compressed generator as a self-describing artifact, and load it back.
 
-An artifact is a directory (written atomically, never half-present at its path):
+An artifact is a directory (each file written atomically, the manifest last):
 
 * ``weights.safetensors`` - exactly :func:`~gansearch.compress.serialize.encoded_state`:
   bit-packed codes (an int4 weight takes half a byte), codebook indices and centroids,
@@ -31,36 +31,46 @@ An artifact is a directory (written atomically, never half-present at its path):
       files             {file name: {"sha256", "bytes"}} for the weights and ONNX files
       manifest_sha256   SHA-256 of the canonical JSON of every other manifest key
 
-:func:`load` checks the manifest hash and every file hash before reading anything, so a
-changed byte, a truncated file, a missing file or an edited manifest is refused with an
-:class:`ArtifactError`. The hashes detect corruption and accidental edits; they are not a
-signature (whoever can write the files can recompute them).
+Loading is defensive, since everything in an artifact is data from whoever wrote it:
 
-Rebuilding (no pickle; ``torch.load`` is never used): the teacher skeleton is built by
-importing the manifest's factory reference and calling it with its kwargs - **loading an
-artifact imports the module named there**, like running any model code, so load only
-artifacts you trust as you would trust their code. The plan is then applied to the
-skeleton with :func:`~gansearch.compress.apply.apply_plan` (same pruning, factorisation,
-encodings and activation quantisers, so the module tree is identical; the skeleton's
+* **No code is run that the caller did not choose.** The teacher skeleton is built by the
+  manifest's factory only when it is one of gansearch's own zoo generators or a reference
+  the caller trusts (``gansearch.load(path, trust=["pkg.mod:Gen"])``, ``--trust-factory``);
+  or the caller passes ``factory=`` and the manifest's reference is never imported. Anything
+  else is refused before any import (:mod:`gansearch.compress.trust`).
+* **Hashes detect corruption, not forgery.** :func:`load` checks the manifest hash and every
+  file's size and hash before reading anything, so a changed byte, a truncated or missing
+  file or an edited manifest is refused; but the hashes carry no key, and whoever can write
+  the files can recompute them. They are no reason to trust an artifact's factory.
+* **Malformed manifests and odd files give one line.** File names, sizes, types, dtypes and
+  shapes are checked before use (:mod:`gansearch.compress.manifest`); any other failure
+  while rebuilding from the manifest is reported as one :class:`ArtifactError` line.
+
+Rebuilding (no pickle; ``torch.load`` is never used): the chosen factory is called with the
+manifest's JSON kwargs, the plan is applied to that skeleton with
+:func:`~gansearch.compress.apply.apply_plan` (the module tree is identical; the skeleton's
 random weights are fitted and then overwritten), and the stored state is written in:
 each encoded weight is decoded with :func:`~gansearch.compress.encodings.decode_weight`
 into the parametrisation's ``original``, and the parametrisation's own state is taken
 from the payload (``scale`` / ``zero`` of int2..int8, centroids and assignment of a
 codebook), never refitted. Re-encoding the loaded module reproduces the stored payload.
 
-Length (about 410 lines): :func:`export` and :func:`load` are each other's inverse and
+Export never deletes a file it did not write (:mod:`gansearch.compress.placement`).
+
+Length (about 415 lines): :func:`export` and :func:`load` are each other's inverse and
 share the checks that keep them so; the manifest and hashes live in
-:mod:`gansearch.compress.manifest`, the stored tensors in :mod:`gansearch.compress.serialize`.
+:mod:`gansearch.compress.manifest`, the stored tensors in :mod:`gansearch.compress.serialize`,
+the factory allow-list in :mod:`gansearch.compress.trust`, the target-folder rule in
+:mod:`gansearch.compress.placement`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,20 +84,23 @@ from gansearch.compress.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HASH_KEY,
+    INPUT_DTYPES,
     MANIFEST_FILE,
     ONNX_FILE,
     REFERENCE_PATTERN,
     WEIGHTS_FILE,
     ArtifactError,
+    brief,
     check_json,
     check_listing,
     check_reference,
     file_record,
-    is_artifact,
     manifest_digest,
+    one_line,
     read_manifest,
     verified_files,
 )
+from gansearch.compress.placement import check_target, place
 from gansearch.compress.plan import CompressionPlan, validate
 from gansearch.compress.serialize import (
     EncodedStateError,
@@ -96,8 +109,8 @@ from gansearch.compress.serialize import (
     restore_encoded_state,
 )
 from gansearch.compress.structure import GeneratorStructure
-from gansearch.errors import FactoryError, GansearchError
-from gansearch.factories import call_factory
+from gansearch.compress.trust import FactoryArg, build_skeleton, skeleton_factory
+from gansearch.errors import GansearchError
 from gansearch.files import write_atomic
 
 __all__ = [
@@ -126,19 +139,22 @@ def export(
     example_input: Tensor | None = None,
     teacher_factory: str | None = None,
     teacher_kwargs: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``compressed`` as an artifact directory at ``path`` (atomically).
 
     Args:
         compressed: The result of :func:`~gansearch.compress.apply.apply_plan`.
-        path: Target directory. An existing artifact (or empty directory) there is
-            replaced; anything else is refused.
+        path: Target directory. A missing or empty directory is written, a previous
+            artifact there is replaced; anything else is refused unless ``force``.
         metrics: JSON-able scores to record (e.g. ``{"fid": 12.3}``); NaN is refused.
         example_input: A batch the generator accepts (one tensor). Defaults to one
             standard-normal sample of ``module.latent_shape`` when the module has it.
         teacher_factory: ``"package.module:Callable"`` building the unpruned teacher;
             defaults to the module's own class, called without arguments.
         teacher_kwargs: JSON-able keyword arguments of ``teacher_factory``.
+        force: Write into a directory that holds other files too; only the artifact's own
+            files (:data:`~gansearch.compress.manifest.ARTIFACT_FILES`) are replaced.
 
     Returns:
         The artifact path.
@@ -154,7 +170,7 @@ def export(
             f"{type(compressed).__name__}; compress the teacher with apply_plan first."
         )
     target = Path(path)
-    _check_target(target)
+    check_target(target, force=force)
     example = _example_input(compressed.module, example_input)
     reference = teacher_factory or _default_reference(compressed.module)
     kwargs = dict(teacher_kwargs or {})
@@ -191,26 +207,17 @@ def export(
 
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
         _export_onnx(compressed.module, example[:1], staging / ONNX_FILE)
+        for name in (WEIGHTS_FILE, ONNX_FILE):
+            (staging / name).chmod(0o644)  # as write_atomic leaves the manifest
+        staging.chmod(0o755)  # mkdtemp's 0o700 would stay on a new artifact folder
         body["files"] = {name: file_record(staging / name) for name in (WEIGHTS_FILE, ONNX_FILE)}
         manifest = {**body, HASH_KEY: manifest_digest(body)}
         write_atomic(staging / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _swap_into_place(staging, target)
+        place(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _check_target(target: Path) -> None:
-    if not target.exists():
-        return
-    if target.is_dir() and (not any(target.iterdir()) or is_artifact(target)):
-        return
-    kind = "directory" if target.is_dir() else "file"
-    raise ArtifactError(
-        f"refusing to overwrite {target}: it is an existing {kind} that is not a gansearch "
-        "artifact; choose another path or remove it first."
-    )
 
 
 def _example_input(module: nn.Module, example_input: Tensor | None) -> Tensor:
@@ -245,7 +252,7 @@ def _default_reference(module: nn.Module) -> str:
 def _check_factory_rebuilds(
     reference: str, kwargs: dict[str, Any], structure: GeneratorStructure, example: Tensor
 ) -> None:
-    skeleton = _build_skeleton(reference, kwargs)
+    skeleton = build_skeleton(*skeleton_factory(reference, factory=reference), kwargs)
     try:
         rebuilt = describe(skeleton, example)
     except GansearchError as error:
@@ -297,66 +304,76 @@ def _export_onnx(module: nn.Module, example: Tensor, destination: Path) -> None:
         ) from None
 
 
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Move the finished ``staging`` directory to ``target`` (replacing an old artifact)."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-    os.rmdir(retired)
-    os.replace(target, retired)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        os.replace(retired, target)  # put the previous artifact back
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def _gansearch_version() -> str:
     from gansearch import __version__
 
     return __version__
 
 
-def load(path: str | Path) -> CompressedGenerator:
+def load(
+    path: str | Path, *, factory: FactoryArg = None, trust: Collection[str] = ()
+) -> CompressedGenerator:
     """Rebuild the compressed generator of an artifact (no pickle), in eval mode.
 
-    Loading imports the module named by the manifest's factory reference (see the
-    module docs); everything else is JSON and safetensors.
+    The teacher skeleton is built by the manifest's factory only when it is a gansearch zoo
+    generator or listed in ``trust``; with ``factory`` the manifest's reference is never
+    imported. See the module docs for what is and is not guaranteed.
 
     Args:
         path: The artifact directory written by :func:`export`.
+        factory: Your own teacher factory (a callable or ``"package.module:Callable"``),
+            called with the manifest's JSON kwargs instead of the manifest's reference.
+        trust: Exact ``"package.module:Callable"`` references you trust the manifest to name
+            (e.g. your model package's generator class).
 
     Returns:
         A :class:`~gansearch.compress.apply.CompressedGenerator` (an ``nn.Module``)
         whose outputs equal those of the exported one.
 
     Raises:
-        ArtifactError: for a missing, truncated, tampered or inconsistent artifact, or a
-            factory that cannot be imported or does not rebuild the recorded teacher.
+        ArtifactError: for a missing, truncated, tampered, malformed or inconsistent
+            artifact, an untrusted factory, or a factory that does not rebuild the
+            recorded teacher. The message is one line.
     """
     directory = Path(path)
-    manifest = read_manifest(directory)
-    weights_bytes = verified_files(directory, manifest)
     where = f"artifact {directory}"
+    manifest = read_manifest(directory)
+    reference = manifest["factory"]["reference"]
+    build, name = skeleton_factory(reference, factory=factory, trust=trust)
+    weights_bytes = verified_files(directory, manifest)
+    try:
+        return _rebuild(where, manifest, weights_bytes, build, name)
+    except ArtifactError:
+        raise
+    except Exception as error:  # noqa: BLE001 - manifest content the checks did not foresee
+        raise ArtifactError(
+            f"{where}: the manifest does not rebuild a generator ({type(error).__name__}: "
+            f"{one_line(error)}); export the artifact again."
+        ) from None
+
+
+def _rebuild(
+    where: str,
+    manifest: Mapping[str, Any],
+    weights_bytes: bytes,
+    build: Callable[..., Any],
+    name: str,
+) -> CompressedGenerator:
+    """Apply the manifest's plan to the skeleton ``build(**kwargs)`` and load the weights."""
     try:
         plan = CompressionPlan.from_dict(manifest["plan"])
         structure = GeneratorStructure.from_dict(manifest["structure"])
         validate(plan, structure)
-        factory = manifest["factory"]
-        reference, kwargs = factory["reference"], dict(factory["kwargs"])
-        input_shape = tuple(int(s) for s in manifest["input"]["shape"])
-        input_dtype = getattr(torch, manifest["input"]["dtype"])
-        encoding = manifest["encoding"]
-        layer_specs: dict[str, Any] = encoding["weights"]
-        listed: dict[str, Any] = encoding["tensors"]
     except (GansearchError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise ArtifactError(
-            f"{where}: the manifest is inconsistent ({type(error).__name__}: {error}); "
-            "export the artifact again."
+            f"{where}: the manifest is inconsistent ({type(error).__name__}: "
+            f"{one_line(error)}); export the artifact again."
         ) from None
-    check_reference(reference)
+    kwargs = dict(manifest["factory"]["kwargs"])
+    input_shape = tuple(manifest["input"]["shape"])
+    input_dtype = INPUT_DTYPES[manifest["input"]["dtype"]]
+    layer_specs: dict[str, Any] = manifest["encoding"]["weights"]
+    listed: dict[str, Any] = manifest["encoding"]["tensors"]
 
     from safetensors.torch import load as load_safetensors
 
@@ -364,11 +381,12 @@ def load(path: str | Path) -> CompressedGenerator:
         stored = load_safetensors(weights_bytes)
     except Exception as error:  # noqa: BLE001 - any parse failure is a broken file
         raise ArtifactError(
-            f"{where}: {WEIGHTS_FILE} cannot be read ({error}); export the artifact again."
+            f"{where}: {WEIGHTS_FILE} cannot be read ({one_line(error)}); export the "
+            "artifact again."
         ) from None
     check_listing(where, stored, listed)
 
-    skeleton = _build_skeleton(reference, kwargs)
+    skeleton = build_skeleton(build, name, kwargs)
     with torch.no_grad():  # values are overwritten; zeros make the throw-away fits cheap
         for parameter in skeleton.parameters():
             parameter.zero_()
@@ -378,9 +396,9 @@ def load(path: str | Path) -> CompressedGenerator:
         rebuilt = apply_plan(skeleton, plan, example, structure=structure)
     except Exception as error:  # noqa: BLE001 - the factory does not fit the structure
         raise ArtifactError(
-            f"{where}: the plan cannot be applied to {reference}(**{kwargs}) "
-            f"({type(error).__name__}: {error}); the factory no longer builds the exported "
-            "teacher - use the gansearch / model code version that exported it."
+            f"{where}: the plan cannot be applied to {name}(**{brief(kwargs)}) "
+            f"({type(error).__name__}: {one_line(error)}); the factory no longer builds "
+            "the exported teacher - use the gansearch / model code version that exported it."
         ) from None
     expected = {n: (t.dtype, tuple(t.shape)) for n, t in encoded_state(rebuilt).items()}
     found = {n: (t.dtype, tuple(t.shape)) for n, t in stored.items()}
@@ -390,25 +408,11 @@ def load(path: str | Path) -> CompressedGenerator:
         )
         raise ArtifactError(
             f"{where}: the stored tensors do not fit the rebuilt generator (first differences: "
-            f"{differing[:3]}); the factory code changed since export - use the matching "
-            "model code version or export again."
+            f"{brief(differing[:3])}); the factory code changed since export - use the "
+            "matching model code version or export again."
         )
     try:
         restore_encoded_state(rebuilt.module, stored, layer_specs)
     except EncodedStateError as error:
-        raise ArtifactError(f"{where}: {error}; export the artifact again.") from None
+        raise ArtifactError(f"{where}: {one_line(error)}; export the artifact again.") from None
     return rebuilt.eval()
-
-
-def _build_skeleton(reference: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    """Import ``package.module:Callable`` (only that module) and call it with ``kwargs``."""
-    try:
-        model = call_factory(reference, "teacher", kwargs)
-    except FactoryError as error:
-        raise ArtifactError(str(error)) from None
-    if not isinstance(model, nn.Module):
-        raise ArtifactError(
-            f"the teacher factory {reference!r} returned {type(model).__name__}, not a "
-            "torch.nn.Module; point it at the generator class or a function returning one."
-        )
-    return model.eval()
