@@ -125,13 +125,15 @@ def run_loop(
                 if on_result is not None:
                     on_result(result, trial)
         except BaseException:  # Ctrl-C or an engine error: leave storage consistent, then stop
-            ctrl_c.restore()
-            with ctrl_c_deferred():
-                with contextlib.suppress(Exception):  # the storage matters more than the workers
-                    engine.cancel()
-                for _, trial in in_flight.values():
-                    with contextlib.suppress(Exception):  # one bad trial must not strand the rest
-                        recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
+            try:
+                with ctrl_c_deferred():  # a second Ctrl-C waits until storage is consistent
+                    with contextlib.suppress(Exception):  # storage matters more than workers
+                        engine.cancel()
+                    for _, trial in in_flight.values():
+                        with contextlib.suppress(Exception):  # one bad trial strands no other
+                            recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
+            finally:
+                ctrl_c.restore()
             raise
     ctrl_c.restore()
     return evaluated
