@@ -272,7 +272,11 @@ def test_engine_is_an_abstract_base_class() -> None:
 
 @pytest.mark.slow
 def test_killed_controller_resumes_with_ray(run_cli, tmp_path: Path, no_ray_left) -> None:
-    study = _study(tmp_path, name="resume", strategy="deap", trials=5)
+    # a short grace period: the re-run fails the killed run's RUNNING trials once their
+    # heartbeat is 3 s old, instead of after the default 60 s
+    study = _study(
+        tmp_path, name="resume", strategy="deap", trials=5, heartbeat_interval=1, grace_period=3
+    )
     db = tmp_path / "resume" / "study.db"
     env = {**os.environ, "GANSEARCH_CACHE": str(tmp_path / "cache")}
     script = Path(sys.executable).with_name("gansearch")
