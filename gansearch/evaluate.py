@@ -11,6 +11,7 @@ import torch
 
 from gansearch.benchmarks import Benchmark
 from gansearch.config import EvaluationProtocol, StudyConfig
+from gansearch.errors import GansearchError
 from gansearch.evaluators import reference_cache
 from gansearch.evaluators.scorer import Score, Scorer, ScoringProtocol, generate
 
@@ -120,4 +121,10 @@ def evaluate_artifact(
 
     trusted = (*trust, config.model.generator) if config.model is not None else tuple(trust)
     model = load(artifact, trust=trusted)
-    return prepare_scorer(benchmark, config).score(model.to(config.device))
+    try:
+        return prepare_scorer(benchmark, config).score(model.to(config.device))
+    except FloatingPointError as error:  # finite weights can still overflow
+        raise GansearchError(
+            f"artifact {artifact}: {error}; it cannot be scored - export it again, or export "
+            "a less aggressive trial."
+        ) from None

@@ -196,6 +196,18 @@ def _extra_tensor(listed: bool) -> Callable[[Path, dict], None]:
     return tamper
 
 
+def _non_finite_weights(value: float) -> Callable[[Path, dict], None]:
+    def tamper(path: Path, manifest: dict) -> None:
+        state = load_file(str(path / WEIGHTS_FILE))
+        name = next(n for n, t in sorted(state.items()) if t.is_floating_point())
+        state[name] = torch.full_like(state[name], value)
+        save_file(state, str(path / WEIGHTS_FILE))
+        _refile(path, manifest, WEIGHTS_FILE)
+        _write(path, manifest)
+
+    return tamper
+
+
 def _with_metrics_text(literal: str) -> Callable[[Path, dict], None]:
     def tamper(path: Path, manifest: dict) -> None:
         manifest["metrics"] = {"fid": "PLACEHOLDER"}
@@ -301,6 +313,8 @@ CASES: dict[str, tuple[Callable[[Path, dict], None], str]] = {
     "swapped-weights-and-listing": (_swapped_weights(listing_too=True), "do not fit"),
     "extra-tensor-unlisted": (_extra_tensor(listed=False), "does not hold the tensors"),
     "extra-tensor-listed": (_extra_tensor(listed=True), "do not fit"),
+    "nan-weights": (_non_finite_weights(float("nan")), "holds NaN or inf"),
+    "inf-weights": (_non_finite_weights(float("inf")), "holds NaN or inf"),
 }
 
 

@@ -385,6 +385,12 @@ def _rebuild(
             "artifact again."
         ) from None
     check_listing(where, stored, listed)
+    broken = [n for n, t in stored.items() if t.is_floating_point() and not t.isfinite().all()]
+    if broken:
+        raise ArtifactError(
+            f"{where}: {WEIGHTS_FILE} holds NaN or inf in {broken[0]!r}; the artifact is "
+            "corrupt - export it again."
+        )
 
     skeleton = build_skeleton(build, name, kwargs)
     with torch.no_grad():  # values are overwritten; zeros make the throw-away fits cheap
