@@ -61,6 +61,18 @@ class CandidateResult:
 
 CALIBRATION_BATCHES = 8
 CALIBRATION_BATCH_SIZE = 64
+EXAMPLE_BATCH = 2
+"""Batch size of the example input that traces the teacher."""
+
+
+def study_space(benchmark: Benchmark, config: StudyConfig) -> JointSpace:
+    """The joint space a study searches: the teacher's structure and the ``space:`` section.
+
+    This is the one construction the search and ``gansearch space`` share; it traces the
+    teacher but scores nothing.
+    """
+    example = benchmark.example_input(EXAMPLE_BATCH)
+    return JointSpace.from_generator(benchmark.teacher.eval(), config.space, example)
 
 
 class CandidateEvaluator:
@@ -77,8 +89,8 @@ class CandidateEvaluator:
         self.config = config
         self.benchmark = benchmark if benchmark is not None else load_benchmark(config)
         self.teacher = self.benchmark.teacher.eval()
-        self.example = self.benchmark.example_input(2)
-        self.space = JointSpace.from_generator(self.teacher, config.space, self.example)
+        self.example = self.benchmark.example_input(EXAMPLE_BATCH)
+        self.space = study_space(self.benchmark, config)
         self.scorer = prepare_scorer(self.benchmark, config)
         # The teacher is scored like every candidate (identity plan), so its latency is
         # also timed on the deployment form and ratios to it compare like with like.

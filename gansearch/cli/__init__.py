@@ -2,9 +2,9 @@
 
 One module per command family: :mod:`~gansearch.cli.evaluate`, :mod:`~gansearch.cli.study`
 (run, studies, pareto, export, dashboard), :mod:`~gansearch.cli.zoo`,
-:mod:`~gansearch.cli.bench` and :mod:`~gansearch.cli.supernet`; what they share is in
-:mod:`~gansearch.cli.common`. This module only assembles :data:`app`, the console entry
-point.
+:mod:`~gansearch.cli.bench`, :mod:`~gansearch.cli.supernet` and :mod:`~gansearch.cli.space`;
+what they share is in :mod:`~gansearch.cli.common`. This module only assembles
+:data:`app`, the console entry point.
 
 Heavy modules (torch, the evaluators) are imported inside commands so that
 ``gansearch --help`` answers at once. A :class:`~gansearch.errors.GansearchError` is
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import typer
 
-from gansearch.cli import bench, evaluate, study, supernet, zoo
+from gansearch.cli import bench, evaluate, space, study, supernet, zoo
 
 app = typer.Typer(
     name="gansearch",
@@ -31,6 +31,7 @@ app.command()(study.studies)
 app.command()(study.pareto)
 app.command("export")(study.export_command)
 app.command()(study.dashboard)
+app.command()(space.space)
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(bench.app, name="bench")
 app.add_typer(supernet.app, name="supernet")
