@@ -211,7 +211,16 @@ def test_hard_coded_reshape_excludes_the_linear_group(structure):
     # Python code cannot follow a pruned width, so the group is excluded, with the reason.
     (excluded,) = structure.excluded_groups
     assert excluded.name == "project" and excluded.num_channels == 12
-    assert "forward fails" in excluded.reason
+    assert excluded.reason.startswith(
+        "the forward fails once this group is pruned at toy_models.py:"
+    )
+    assert "(`h = torch.relu(self.project(z)).view(z.shape[0], self.width, 4, 4)`)" in (
+        excluded.reason
+    )
+    assert excluded.reason.endswith(
+        "(RuntimeError: shape '[2, 12, 4, 4]' is invalid for input of size 352): a view/reshape "
+        "in the forward code fixes the channel count; infer it instead (e.g. view(n, -1, h, w))"
+    )
     assert all(g.name != "project" for g in structure.groups)
 
 

@@ -8,6 +8,8 @@ exercise transposed convolutions).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -68,16 +70,16 @@ def toy_generator(seed: int = 0) -> ToyGenerator:
 class CycleResnetBlock(nn.Module):
     """A residual block written as the CycleGAN/pix2pix reference implementation writes it."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, norm_layer: Callable[[int], nn.Module]) -> None:
         super().__init__()
         self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-            nn.InstanceNorm2d(dim),
+            norm_layer(dim),
             nn.ReLU(True),
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=True),
-            nn.InstanceNorm2d(dim),
+            norm_layer(dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,31 +92,40 @@ class CycleResnetGenerator(nn.Module):
     The reference implementation's layout (``ResnetGenerator`` in junyanz/pytorch-CycleGAN-
     and-pix2pix): reflection padding, ``Conv -> InstanceNorm -> ReLU(inplace=True)``, two
     stride-2 downsamplings, residual blocks, transposed-conv upsampling and a Tanh output.
+    ``norm_layer`` defaults to the reference's ``InstanceNorm2d`` (``affine=False``,
+    ``track_running_stats=False``).
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 4, blocks: int = 2):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        ngf: int = 4,
+        blocks: int = 2,
+        norm_layer: Callable[[int], nn.Module] = nn.InstanceNorm2d,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(in_channels, ngf, kernel_size=7, padding=0, bias=True),
-            nn.InstanceNorm2d(ngf),
+            norm_layer(ngf),
             nn.ReLU(True),
         ]
         for i in range(2):
             mult = 2**i
             layers += [
                 nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1),
-                nn.InstanceNorm2d(ngf * mult * 2),
+                norm_layer(ngf * mult * 2),
                 nn.ReLU(True),
             ]
-        layers += [CycleResnetBlock(ngf * 4) for _ in range(blocks)]
+        layers += [CycleResnetBlock(ngf * 4, norm_layer) for _ in range(blocks)]
         for i in range(2):
             mult = 2 ** (2 - i)
             layers += [
                 nn.ConvTranspose2d(
                     ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1
                 ),
-                nn.InstanceNorm2d(ngf * mult // 2),
+                norm_layer(ngf * mult // 2),
                 nn.ReLU(True),
             ]
         layers += [

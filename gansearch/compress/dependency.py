@@ -12,7 +12,8 @@ such a group back as plain names. Which channels to cut comes from the plan (pru
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -41,11 +42,45 @@ def run_forward(model: nn.Module, example_input: Any) -> Any:
     )
 
 
+@contextmanager
+def fresh_outputs(model: nn.Module) -> Iterator[None]:
+    """While tracing, every Conv/Linear/norm layer of ``model`` returns a copy of its output.
+
+    An in-place operation on a layer output that is a view (InstanceNorm's output is a view
+    of a reshaped batch-norm result) makes autograd replace the node that produced it, so
+    the layer disappears from the graph Torch-Pruning traces and its channels are left out
+    of their group. ``nn.ReLU(inplace=True)`` after ``InstanceNorm2d``, the CycleGAN
+    reference pattern, is the common case; ``torch.relu_``, ``F.relu(x, inplace=True)`` and
+    ``x += skip`` in a functional forward are others. A copy is never a view, so the
+    in-place operation rewrites the copy's node and the layer's own node stays in the
+    graph. Outputs are numerically unchanged and the hooks are removed on exit, so the
+    module that is traced (and later pruned) keeps its in-place activations.
+    """
+
+    def copy_output(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        return output.clone() if isinstance(output, torch.Tensor) else None
+
+    handles = [
+        module.register_forward_hook(copy_output)
+        for module in model.modules()
+        if isinstance(module, COMPRESSIBLE_TYPES + NORM_TYPES)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def build_dependency_graph(model: nn.Module, example_input: Any) -> Any:
-    """Trace ``model`` (which Torch-Pruning puts in eval mode) into a ``DependencyGraph``."""
+    """Trace ``model`` (which Torch-Pruning puts in eval mode) into a ``DependencyGraph``.
+
+    The trace runs under :func:`fresh_outputs`, so in-place operations after a layer do not
+    hide it from the graph.
+    """
     import torch_pruning as tp
 
-    with torch.enable_grad():
+    with torch.enable_grad(), fresh_outputs(model):
         return tp.DependencyGraph().build_dependency(
             model,
             example_inputs=example_input,
@@ -61,9 +96,14 @@ def pruning_fn(graph: Any, module: nn.Module, dim: str) -> Any:
 
 
 def anchored_group(graph: Any, model: nn.Module, group: PrunableGroup, idxs: list[int]) -> Any:
-    """Torch-Pruning group removing channels ``idxs`` of ``group`` (rooted at its anchor)."""
+    """Torch-Pruning group removing channels ``idxs`` of ``group`` (rooted at its anchor).
+
+    Group channel ``c`` is the anchor channels ``group.anchor.channels(c, num_channels)``:
+    one channel, or one per block for a group pruned in whole grouped-convolution groups.
+    """
     module = model.get_submodule(group.anchor.layer)
-    return graph.get_pruning_group(module, pruning_fn(graph, module, group.anchor.dim), idxs)
+    anchor_idxs = sorted(i for c in idxs for i in group.anchor.channels(c, group.num_channels))
+    return graph.get_pruning_group(module, pruning_fn(graph, module, group.anchor.dim), anchor_idxs)
 
 
 def named_items(graph: Any, tp_group: Any, names: Mapping[nn.Module, str]) -> list[tuple]:

@@ -17,17 +17,34 @@ must lose channels together, e.g.
 * ConvTranspose2d (weight laid out ``(in, out, kh, kw)``), BatchNorm and affine
   InstanceNorm (its parameters, and its running statistics if it tracks them);
 * a Linear projection reshaped to ``(N, C, h, w)``: channel ``c`` of the group removes the
-  ``h*w`` Linear outputs ``c*h*w .. (c+1)*h*w - 1`` (``GroupMember.unit == h*w``).
+  ``h*w`` Linear outputs ``c*h*w .. (c+1)*h*w - 1`` (``GroupMember.unit == h*w``);
+* a grouped convolution (``groups=g``, not depthwise) on either side: it keeps a multiple
+  of ``g`` channels, so the group is pruned in ``g`` blocks (``GroupMember.blocks``) and a
+  mask entry removes the same position in every block (Torch-Pruning's own rule for
+  grouped convolutions); depthwise convolutions simply lose channels with their input.
 
 A group is counted in channels of its *coarsest* member (the anchor), so for the Linear
-projection a mask has ``C`` entries, not ``C*h*w``.
+projection a mask has ``C`` entries, not ``C*h*w``, and ``C / g`` next to a grouped conv.
+
+In-place operations after a layer (``nn.ReLU(inplace=True)`` after InstanceNorm, as the
+CycleGAN reference code writes it, or ``F.relu(x, inplace=True)`` / ``torch.relu_`` in a
+functional forward) cost no groups: the trace copies each layer's output (see
+:func:`~gansearch.compress.dependency.fresh_outputs`), and the pruned model keeps them.
 
 Each candidate group is verified by actually pruning one of its channels on a copy and
-running the example forward. A group whose pruned model fails or changes the output shape
-is listed in ``excluded_groups`` with the reason instead of being offered to the search.
-The typical case is a ``view(n, self.width, 4, 4)`` that hard-codes the channel count in
-Python: Torch-Pruning couples the Linear and the next layer correctly, but the forward code
-cannot follow, so the Linear's output features stay unpruned.
+running the example forward. A group that cannot be pruned is listed in
+``excluded_groups`` with a reason that states what was observed, never a guess:
+
+* the forward fails: the reason names the file, line and code of the model's forward where
+  it fails and torch's error, plus the cause where the error shows it (a view/reshape to a
+  fixed channel count such as ``view(n, self.width, 4, 4)``, a split with fixed sizes, or
+  a fixed-size buffer/constant combined with the group's channels);
+* the output shape changes;
+* a grouped convolution takes only part of its channels from the group, the group's
+  channels do not split evenly over its convolution groups, or it cannot lose any;
+* the group is coupled to the output channels of an output layer;
+* a member of a type gansearch cannot prune (e.g. GroupNorm), a bare ``nn.Parameter``,
+  or a coupling that is not a contiguous block of channels.
 
 The layers producing the generator output (found from the example forward, not by name)
 are never pruned on their output side.
@@ -36,7 +53,11 @@ are never pruned on their output side.
 from __future__ import annotations
 
 import copy
+import math
+import re
+import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,12 +115,18 @@ def describe(teacher: nn.Module, example_input: Any) -> GeneratorStructure:
     graph = build_dependency_graph(model, example_input)
     groups: list[PrunableGroup] = []
     excluded: list[ExcludedGroup] = []
-    for tp_group in graph.get_all_groups(
-        ignored_layers=list(output_modules), root_module_types=COMPRESSIBLE_TYPES
-    ):
+    for tp_group in graph.get_all_groups(root_module_types=COMPRESSIBLE_TYPES):
+        outputs = _output_members(graph, tp_group, output_modules, names)
+        if outputs is None:  # the output layers' own group: never pruned, by design
+            continue
         candidate, reason = _group_from_tp(graph, model, tp_group, names, order)
         if candidate is None:
             continue
+        if outputs:
+            reason = (
+                f"its channels are coupled to the output channels of output layer(s) "
+                f"{', '.join(repr(o) for o in outputs)}, which are never pruned"
+            )
         if reason is None:
             reason = _verify_group(teacher, candidate, example_input, reference_shapes)
         if reason is None:
@@ -217,6 +244,27 @@ def _output_layers(model: nn.Module, example_input: Any) -> list[nn.Module]:
     return found
 
 
+def _output_members(
+    graph: Any, tp_group: Any, output_modules: list[nn.Module], names: Mapping[nn.Module, str]
+) -> list[str] | None:
+    """Output layers whose output channels are in ``tp_group``; None if only they are.
+
+    Torch-Pruning's own ``ignored_layers`` would drop a group coupled to an output layer
+    without a word; here it is reported (excluded, with the output layers named).
+    """
+    outputs, others = [], []
+    for layer, dim, _, _, module in named_items(graph, tp_group, names):
+        if dim != OUT or not isinstance(module, COMPRESSIBLE_TYPES):
+            continue
+        if any(module is m for m in output_modules):
+            outputs.append(layer)
+        else:
+            others.append(layer)
+    if outputs and not others:
+        return None
+    return outputs
+
+
 def _group_from_tp(
     graph: Any,
     model: nn.Module,
@@ -253,6 +301,9 @@ def _group_from_tp(
     num_channels, _, _, anchor_layer, anchor_dim = min(owned)
     anchor = GroupMember(anchor_layer, anchor_dim, 1)
     placeholder = PrunableGroup(name, num_channels, (), anchor)
+    blocks, reason = _conv_groups(items, num_channels, dim_size)
+    if reason is not None:
+        return placeholder, reason
 
     unsupported = sorted(
         {
@@ -285,11 +336,53 @@ def _group_from_tp(
                 f"member '{layer}' ({dim}) maps the group's channels to a non-contiguous "
                 "set of its channels"
             )
-        members.append(GroupMember(layer, dim, unit, offset))
+        members.append(GroupMember(layer, dim, unit * blocks, offset, blocks))
     if {(m.layer, m.dim) for m in members} != {(i[0], i[1]) for i in items}:
         return placeholder, "re-rooting the group at its anchor changed its members"
     members.sort(key=lambda m: (order[m.layer], m.dim != OUT))
-    return PrunableGroup(name, num_channels, tuple(members), anchor), None
+    anchor = GroupMember(anchor_layer, anchor_dim, blocks, 0, blocks)
+    return PrunableGroup(name, num_channels // blocks, tuple(members), anchor), None
+
+
+def _conv_groups(items: list[tuple], num_channels: int, dim_size: Any) -> tuple[int, str | None]:
+    """Blocks the group is pruned in: the lcm of its grouped convolutions' ``groups``.
+
+    A grouped convolution (``groups=g``, not depthwise) keeps a multiple of ``g`` channels
+    on both sides, the same positions in every convolution group on its input side
+    (Torch-Pruning's ``ConvPruner`` slices the per-group input weights once). So the
+    group's channels are split into ``blocks`` equal blocks and each mask entry removes one
+    position in every block. Depthwise convolutions (``groups == out_channels``) lose
+    whole groups in Torch-Pruning and need no blocks.
+
+    Returns:
+        ``(blocks, None)``, or ``(1, reason)`` when the group cannot be pruned that way.
+    """
+    blocks = 1
+    for layer, dim, idxs, _, module in items:
+        if not isinstance(module, nn.modules.conv._ConvNd) or module.groups == 1:
+            continue
+        if module.groups == module.out_channels:  # depthwise: Torch-Pruning drops groups
+            continue
+        groups = module.groups
+        side = "output" if dim == OUT else "input"
+        if len(idxs) != dim_size(module, dim):
+            return 1, (
+                f"grouped convolution '{layer}' (groups={groups}) takes only part of its "
+                f"{side} channels from this group, so its convolution groups cannot lose "
+                "the same channels"
+            )
+        blocks = math.lcm(blocks, groups)
+    if num_channels % blocks:
+        return 1, (
+            f"the group's {num_channels} channels cannot be split evenly over the "
+            f"{blocks} groups of its grouped convolutions"
+        )
+    if blocks > 1 and num_channels // blocks < 2:
+        return 1, (
+            f"its grouped convolutions keep a multiple of {blocks} of its {num_channels} "
+            "channels, so it cannot lose any"
+        )
+    return blocks, None
 
 
 def _verify_group(
@@ -305,13 +398,60 @@ def _verify_group(
     mask = (True,) * (group.num_channels - 1) + (False,)
     try:
         pruned = prune_channels(teacher, structure, {group.name: mask}, example_input).eval()
+    except Exception as error:
+        return f"Torch-Pruning fails to remove one channel ({type(error).__name__}: {error})"
+    try:
         with torch.no_grad():
             shapes = _output_shapes(run_forward(pruned, example_input))
     except Exception as error:
-        return (
-            f"the forward fails once this group is pruned ({type(error).__name__}: {error}); "
-            "the model's code probably hard-codes the channel count"
-        )
+        return _failure_reason(error)
     if shapes != reference_shapes:
         return f"pruning this group changes the output shape from {reference_shapes} to {shapes}"
     return None
+
+
+# What a failure message of torch shows about the model's forward code.
+_FAILURE_CAUSES = (
+    (
+        re.compile(r"shape '\[[-\d, ]*\]' is invalid for input of size"),
+        "a view/reshape in the forward code fixes the channel count; infer it instead "
+        "(e.g. view(n, -1, h, w))",
+    ),
+    (
+        re.compile(r"split_with_sizes expects split_sizes to sum exactly"),
+        "a split in the forward code uses fixed sizes",
+    ),
+    (
+        re.compile(
+            r"size of tensor a \(\d+\) must match the size of tensor b \(\d+\) "
+            r"at non-singleton dimension 1"
+        ),
+        "the forward code combines the group's channels with a tensor whose channel count "
+        "is fixed (a buffer, or a constant made in forward), which the dependency trace "
+        "cannot couple to the group",
+    ),
+)
+
+
+def _failure_reason(error: Exception) -> str:
+    """Why the pruned forward fails: where it fails, the error, and its cause if known."""
+    message = str(error).splitlines()[0] if str(error) else ""
+    where = _user_frame(error)
+    reason = (
+        f"the forward fails once this group is pruned{where} ({type(error).__name__}: {message})"
+    )
+    for pattern, cause in _FAILURE_CAUSES:
+        if pattern.search(message):
+            return f"{reason}: {cause}"
+    return reason
+
+
+def _user_frame(error: Exception) -> str:
+    """`` at FILE:LINE (`code`)`` of the innermost frame outside torch, or ``""``."""
+    torch_dir = Path(torch.__file__).parent
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if Path(frame.filename).is_relative_to(torch_dir):
+            continue
+        code = f" (`{frame.line}`)" if frame.line else ""
+        return f" at {Path(frame.filename).name}:{frame.lineno}{code}"
+    return ""

@@ -17,7 +17,9 @@ They are added here, as for BatchNorm, so that a group ending in an affine Insta
 (the toy generator's ``side`` group) keeps the order it had before Torch-Pruning's
 importance was used. Known difference from the earlier hand-written score, for models
 gansearch does not ship: Torch-Pruning scores the input side of a grouped (not depthwise)
-convolution and skips depthwise convolutions altogether.
+convolution and skips depthwise convolutions altogether. For a group pruned in blocks (next
+to a grouped convolution, ``GroupMember.blocks > 1``) a channel's score is the sum over the
+anchor channels it removes, one per block.
 
 :func:`channel_order` ranks the channels by :func:`~gansearch.compress.structure.importance_order`
 and :func:`magnitude_masks` keeps the top :func:`~gansearch.compress.structure.width_for`
@@ -70,6 +72,8 @@ def channel_importance(
             scores = scorer(anchored_group(graph, traced, group, channels))
             if scores is None:  # no weighted layer in the group
                 scores = torch.zeros(group.num_channels)
+            elif group.anchor.blocks > 1:  # anchor channels -> group channels
+                scores = scores.view(group.anchor.blocks, group.num_channels).sum(dim=0)
             importance[group.name] = scores.float() + _instance_norm_l1(traced, group)
     return importance
 
@@ -82,9 +86,9 @@ def _instance_norm_l1(model: nn.Module, group: PrunableGroup) -> torch.Tensor:
         module = model.get_submodule(member.layer)
         if not isinstance(module, nn.modules.instancenorm._InstanceNorm) or not module.affine:
             continue
+        index = torch.tensor([member.channels(c, channels) for c in range(channels)])
         for parameter in (module.weight, module.bias):
-            part = parameter.detach().abs().narrow(0, member.offset, channels * member.unit)
-            total += part.view(channels, member.unit).sum(dim=1).float()
+            total += parameter.detach().abs()[index].sum(dim=1).float()
     return total
 
 

@@ -68,8 +68,7 @@ class ChannelMasker:
                 if mask is None:
                     mask = torch.ones(_output_size(self.model.get_submodule(layer)))
                 for c in removed:
-                    start = member.offset + c * member.unit
-                    mask[start : start + member.unit] = 0.0
+                    mask[member.channels(c, group.num_channels)] = 0.0
             if mask is not None:
                 masks[layer] = mask
         self.masks = masks

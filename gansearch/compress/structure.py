@@ -55,13 +55,33 @@ class GroupMember:
         offset: First channel of this dimension that belongs to the group (non-zero for
             the consumer of a concatenation). Channel ``c`` of the group is channels
             ``offset + c*unit .. offset + (c+1)*unit - 1`` of this dimension, in the
-            unpruned teacher.
+            unpruned teacher (when ``blocks == 1``).
+        blocks: For a group coupled to a grouped convolution (``groups=g``, not
+            depthwise), which keeps a multiple of ``g`` channels: the member's channels
+            ``offset ..`` are split into ``blocks`` equal blocks (``g`` divides ``blocks``)
+            and channel ``c`` of the group removes ``unit // blocks`` channels at the same
+            position in every block, so every convolution group loses the same channels.
     """
 
     layer: str
     dim: str
     unit: int = 1
     offset: int = 0
+    blocks: int = 1
+
+    def channels(self, channel: int, num_channels: int) -> list[int]:
+        """Channels of this dimension removed with channel ``channel`` of its group.
+
+        Args:
+            channel: A channel of the group, in ``[0, num_channels)``.
+            num_channels: The group's ``num_channels``.
+        """
+        per_block = self.unit // self.blocks
+        stride = num_channels * per_block
+        start = self.offset + channel * per_block
+        return [
+            start + block * stride + i for block in range(self.blocks) for i in range(per_block)
+        ]
 
 
 @dataclass(frozen=True)
