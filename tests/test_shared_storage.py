@@ -410,6 +410,27 @@ def test_feasibility_follows_the_current_constraints(tmp_path: Path) -> None:
     assert exported.returncode == 2 and "front is empty" in exported.stderr
 
 
+def _stop_holding_no_lock(process: subprocess.Popen, db: Path) -> None:
+    """SIGSTOP ``process`` at a moment it holds no SQLite write lock.
+
+    A process stopped inside a write transaction (its heartbeat thread writes every second)
+    would block every other connection, which is SQLite's rule, not the scenario tested.
+    """
+    import sqlite3
+
+    for _ in range(50):
+        process.send_signal(signal.SIGSTOP)
+        try:
+            with sqlite3.connect(str(db), timeout=0.5) as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.rollback()
+            return
+        except sqlite3.OperationalError:  # locked by the stopped process: let it finish
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.1)
+    raise AssertionError("the controller always held the database lock")
+
+
 @pytest.mark.slow
 def test_a_paused_controller_keeps_its_result_in_a_new_trial(tmp_path: Path) -> None:
     """Paused past the grace period, a controller's trial is failed by the others; once it
@@ -421,7 +442,7 @@ def test_a_paused_controller_keeps_its_result_in_a_new_trial(tmp_path: Path) -> 
     env = _env(tmp_path, slow=0.3)
     paused = _start(study, env, "--seed", "1")
     _wait_for(lambda: _count(db, "COMPLETE", 1) and _count(db, "RUNNING", 1))
-    paused.send_signal(signal.SIGSTOP)
+    _stop_holding_no_lock(paused, db)
     (stale,) = [t for t in _trials(url) if t.state.name == "RUNNING" and t.user_attrs["seed"] == 1]
     other = _start(study, env, "--seed", "2")
     _wait_for(lambda: _trials(url)[stale.number].state.name == "FAIL")
