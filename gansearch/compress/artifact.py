@@ -299,7 +299,7 @@ def _export_onnx(module: nn.Module, example: Tensor, destination: Path) -> None:
     except Exception as error:  # noqa: BLE001 - any exporter failure is reported in one line
         raise ArtifactError(
             f"ONNX export of {type(module).__name__} failed ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); the generator's forward "
+            f"{one_line(error)}); the generator's forward "
             "must be traceable by torch.onnx (legacy exporter, opset 17)."
         ) from None
 

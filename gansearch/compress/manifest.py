@@ -136,7 +136,7 @@ def _parse(where: str, data: bytes) -> Any:
     except RecursionError:
         reason = "it is nested too deeply"
     except (UnicodeDecodeError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = one_line(error) or type(error).__name__
     raise ArtifactError(
         f"{where}: {MANIFEST_FILE} is not valid JSON ({reason}); the file is truncated or "
         "edited - export it again."
