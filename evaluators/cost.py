@@ -15,11 +15,22 @@ float32.
 
 Stored bytes
 ------------
-:func:`stored_bytes` counts the bytes of the encoded state needed at inference. A
-module that implements :class:`StoredSize` reports its whole subtree itself. Any other
-module contributes ``numel * element_size`` of its own parameters and persistent
-buffers. BatchNorm's ``num_batches_tracked`` is left out, since it matters only to
-training. A tensor shared between modules is counted once.
+One rule, applied by ``gansearch evaluate``, the search and export alike: **what is
+stored is what ``state_dict()`` holds** - parameters and persistent buffers. A
+non-persistent buffer (``register_buffer(..., persistent=False)``, e.g. a positional or
+window table) is not stored: the module's constructor recomputes it when the generator is
+rebuilt, exactly as ``load_state_dict`` expects. BatchNorm's ``num_batches_tracked`` is
+left out too, since it matters only to training. A tensor shared between modules is
+counted once.
+
+:func:`stored_bytes` applies the rule with public torch APIs only (``state_dict(
+keep_vars=True)`` says which of ``named_parameters`` / ``named_buffers`` are state). A
+module that implements :class:`StoredSize` reports its whole subtree itself (a
+compressed generator: :func:`~gansearch.compress.serialize.encoded_state`, which follows
+the same rule, so its bytes are what export writes). Any other module contributes
+``numel * element_size`` of its own stored tensors. A module whose ``state_dict`` holds
+tensors that are neither its parameters nor its buffers (a custom
+``_save_to_state_dict``) should implement :class:`StoredSize`.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gansearch.evaluators.macs import batch_size_of, layer_macs
+from gansearch.evaluators.macs import batch_size_of, layer_macs, positional
 
 __all__ = [
     "DEFAULT_BITS",
@@ -79,7 +90,7 @@ def _bits(module: nn.Module, attribute: str, name: str) -> float:
     return bits
 
 
-def bitops(model: nn.Module, example_input: Tensor) -> int:
+def bitops(model: nn.Module, example_input: Tensor | tuple[Tensor, ...]) -> int:
     """Count BitOps per sample: the sum over layers of MACs x weight bits x activation bits.
 
     BOPs are defined in Baskin et al., "UNIQ", 2018, and used as the BitOps objective in
@@ -138,17 +149,26 @@ _BATCH_NORMS = (
 )
 
 
-def _own_stored_tensors(module: nn.Module) -> Iterator[Tensor]:
-    """The module's own (non-recursive) parameters and persistent buffers."""
-    yield from module.parameters(recurse=False)
-    # `_non_persistent_buffers_set` is how nn.Module itself decides what state_dict keeps.
-    non_persistent = module._non_persistent_buffers_set
-    for buffer_name, buffer in module.named_buffers(recurse=False):
-        if buffer_name in non_persistent:
+def _state_tensor_ids(model: nn.Module) -> frozenset[int]:
+    """Identities of the tensors ``model.state_dict()`` holds: its stored tensors.
+
+    ``keep_vars=True`` returns the parameter and buffer objects themselves, so a buffer
+    registered with ``persistent=False`` is the one kind of parameter or buffer missing.
+    """
+    return frozenset(id(tensor) for tensor in model.state_dict(keep_vars=True).values())
+
+
+def _own_stored_tensors(module: nn.Module, stored: frozenset[int]) -> Iterator[Tensor]:
+    """The module's own (non-recursive) tensors that are in ``stored`` (its state_dict)."""
+    for name, tensor in [
+        *module.named_parameters(recurse=False),
+        *module.named_buffers(recurse=False),
+    ]:
+        if id(tensor) not in stored:
             continue
-        if buffer_name == "num_batches_tracked" and isinstance(module, _BATCH_NORMS):
+        if name == "num_batches_tracked" and isinstance(module, _BATCH_NORMS):
             continue
-        yield buffer
+        yield tensor
 
 
 def _stored_size_of(module: nn.Module, name: str) -> int:
@@ -166,9 +186,10 @@ def stored_bytes_by_layer(model: nn.Module) -> dict[str, int]:
 
     A :class:`StoredSize` module reports itself, covering its whole subtree, and the
     walk does not descend into it. Any other module counts ``numel * element_size`` of
-    its own parameters and persistent buffers, without BatchNorm's
-    ``num_batches_tracked``. A tensor shared by several modules is counted once, at the
-    first module that holds it.
+    its own tensors that ``model.state_dict()`` holds (parameters and persistent buffers;
+    non-persistent buffers are recomputed by the constructor, not stored), without
+    BatchNorm's ``num_batches_tracked``. A tensor shared by several modules is counted
+    once, at the first module that holds it.
 
     Args:
         model: The network to measure.
@@ -181,6 +202,7 @@ def stored_bytes_by_layer(model: nn.Module) -> dict[str, int]:
         ValueError: If a ``stored_nbytes`` method returns something other than a
             non-negative int.
     """
+    stored = _state_tensor_ids(model)
     seen: set[int] = set()
     sizes: dict[str, int] = {}
     stack: list[tuple[str, nn.Module]] = [("", model)]
@@ -191,7 +213,7 @@ def stored_bytes_by_layer(model: nn.Module) -> dict[str, int]:
             continue
         own = 0
         has_state = False
-        for tensor in _own_stored_tensors(module):
+        for tensor in _own_stored_tensors(module, stored):
             if id(tensor) in seen:
                 continue
             seen.add(id(tensor))
@@ -208,8 +230,10 @@ def stored_bytes_by_layer(model: nn.Module) -> dict[str, int]:
 def stored_bytes(model: nn.Module) -> int:
     """Return the exact bytes of the encoded state ``model`` needs at inference.
 
-    This is the sum of :func:`stored_bytes_by_layer`. A float32 model takes 4 bytes
-    per parameter, plus its BatchNorm running statistics.
+    This is the sum of :func:`stored_bytes_by_layer`: the bytes of ``model.state_dict()``
+    (each tensor once, without BatchNorm's ``num_batches_tracked``). A float32 model
+    takes 4 bytes per parameter, plus its BatchNorm running statistics and any other
+    persistent buffer; a non-persistent buffer is not stored.
 
     Args:
         model: The network to measure.
@@ -272,7 +296,12 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 
 def measure_latency(
-    model: nn.Module, example_input: Tensor, *, runs: int, warmup: int, threads: int
+    model: nn.Module,
+    example_input: Tensor | tuple[Tensor, ...],
+    *,
+    runs: int,
+    warmup: int,
+    threads: int,
 ) -> LatencyStats:
     """Measure the CPU latency of ``model(example_input)``.
 
@@ -298,13 +327,14 @@ def measure_latency(
     _check_int("warmup", warmup, 0)
     _check_int("threads", threads, 1)
     batch = batch_size_of(example_input)
+    inputs = positional(example_input)
     times_ms: list[float] = []
     with num_threads(threads), _eval_mode(model), torch.inference_mode():
         for _ in range(warmup):
-            model(example_input)
+            model(*inputs)
         for _ in range(runs):
             start = time.perf_counter()
-            model(example_input)
+            model(*inputs)
             times_ms.append((time.perf_counter() - start) * 1e3)
     q25, median, q75 = np.percentile(times_ms, [25.0, 50.0, 75.0])
     return LatencyStats(

@@ -3,6 +3,10 @@
 Each compares two batches of images of the same shape element by element, e.g. a
 compressed generator's outputs with its teacher's on the same latents. Everything is
 computed in float64 on CPU copies; the inputs are not modified.
+
+PSNR is capped at :data:`~gansearch.evaluators.objectives.PSNR_CEILING_DB` (100 dB, the
+``MAX_PSNR`` of libvpx and libaom), so identical images score 100 dB, a finite number
+that a study can store, compare and constrain, instead of infinity.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from gansearch.evaluators.objectives import PSNR_CEILING_DB
 
 __all__ = ["psnr", "ssim", "teacher_fidelity"]
 
@@ -36,14 +42,15 @@ def _mse(x: Tensor, y: Tensor) -> float:
 
 def _psnr_from_mse(mse: float, data_range: float) -> float:
     if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(data_range**2 / mse)
+        return PSNR_CEILING_DB
+    return min(PSNR_CEILING_DB, 10.0 * math.log10(data_range**2 / mse))
 
 
 def psnr(x: Tensor, y: Tensor, *, data_range: float) -> float:
     """Peak signal-to-noise ratio ``10 log10(range^2 / MSE)`` over the whole batch.
 
-    The MSE is pooled over every element of the batch (not averaged per image).
+    The MSE is pooled over every element of the batch (not averaged per image). The result
+    is capped at ``PSNR_CEILING_DB`` (100 dB, libvpx/libaom ``MAX_PSNR``).
 
     Args:
         x: Images, any shape.
@@ -51,7 +58,7 @@ def psnr(x: Tensor, y: Tensor, *, data_range: float) -> float:
         data_range: Width of the value range, e.g. 2.0 for images in ``[-1, 1]``.
 
     Returns:
-        PSNR in dB; ``math.inf`` when ``x`` and ``y`` are identical.
+        PSNR in dB, at most 100; exactly 100 when ``x`` and ``y`` are identical.
     """
     _check_pair(x, y, data_range)
     return _psnr_from_mse(_mse(x, y), data_range)
@@ -133,8 +140,8 @@ def teacher_fidelity(
         data_range: Width of the value range (2.0 for ``[-1, 1]``).
 
     Returns:
-        ``{"teacher_l1", "teacher_mse", "teacher_psnr"}``; the PSNR is ``math.inf``
-        when the outputs are identical.
+        ``{"teacher_l1", "teacher_mse", "teacher_psnr"}``; for identical outputs
+        ``0.0``, ``0.0`` and the 100 dB ceiling (every value finite).
     """
     _check_pair(student, teacher, data_range)
     diff = student.detach().to("cpu", torch.float64) - teacher.detach().to("cpu", torch.float64)

@@ -201,26 +201,45 @@ def _counting_units(
         stack.extend((prefix + child_name, child) for child_name, child in reversed(children))
 
 
-def batch_size_of(example_input: Tensor) -> int:
+def positional(example_input: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``example_input`` as the generator's positional arguments (a tensor becomes a 1-tuple).
+
+    Raises:
+        TypeError: If it is neither a tensor nor a non-empty tuple of tensors.
+        ValueError: If a tensor has no batch dimension of size >= 1, or the tensors'
+            batch sizes differ.
+    """
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    if not inputs or not all(isinstance(part, Tensor) for part in inputs):
+        raise TypeError(
+            "`example_input` must be a torch.Tensor or a tuple of them, but got "
+            f"{type(example_input).__name__}."
+        )
+    shapes = [tuple(part.shape) for part in inputs]
+    if (
+        any(len(shape) < 1 or shape[0] < 1 for shape in shapes)
+        or len({shape[0] for shape in shapes}) != 1
+    ):
+        raise ValueError(
+            "`example_input` must have one batch dimension of size >= 1, "
+            f"but got shape(s) {shapes[0] if len(shapes) == 1 else shapes}."
+        )
+    return inputs
+
+
+def batch_size_of(example_input: Tensor | tuple[Tensor, ...]) -> int:
     """The batch size of ``example_input``, which per-sample counts are divided by.
 
     Raises:
-        TypeError: If ``example_input`` is not a tensor.
-        ValueError: If ``example_input`` has no batch dimension of size >= 1.
+        TypeError: If ``example_input`` is not a tensor or a tuple of tensors.
+        ValueError: If it has no (common) batch dimension of size >= 1.
     """
-    if not isinstance(example_input, Tensor):
-        raise TypeError(
-            f"`example_input` must be a torch.Tensor, but got {type(example_input).__name__}."
-        )
-    if example_input.dim() < 1 or example_input.shape[0] < 1:
-        raise ValueError(
-            "`example_input` must have a batch dimension of size >= 1, "
-            f"but got shape {tuple(example_input.shape)}."
-        )
-    return int(example_input.shape[0])
+    return int(positional(example_input)[0].shape[0])
 
 
-def _layer_macs_of_copy(model: nn.Module, example_input: Tensor) -> dict[str, int]:
+def _layer_macs_of_copy(
+    model: nn.Module, example_input: Tensor | tuple[Tensor, ...]
+) -> dict[str, int]:
     """Run thop on ``model`` (already a private copy) and return per-unit MACs per sample."""
     thop = _thop()
     batch = batch_size_of(example_input)
@@ -243,13 +262,13 @@ def _layer_macs_of_copy(model: nn.Module, example_input: Tensor) -> dict[str, in
         # thop's own totals are not used: its aggregation descends into nn.Sequential
         # even when the Sequential has a rule, which would double-count a protocol
         # module that subclasses Sequential.
-        thop.profile(model, inputs=(example_input,), custom_ops=custom_ops, verbose=False)
+        thop.profile(model, inputs=positional(example_input), custom_ops=custom_ops, verbose=False)
     return {
         name: round(totals[module] / batch) if module in totals else 0 for name, module, _ in units
     }
 
 
-def layer_macs(model: nn.Module, example_input: Tensor) -> dict[str, int]:
+def layer_macs(model: nn.Module, example_input: Tensor | tuple[Tensor, ...]) -> dict[str, int]:
     """Count the MACs per sample of each counting unit, using thop.
 
     A counting unit is a module with a counting rule (its subtree is not descended into)
@@ -258,15 +277,15 @@ def layer_macs(model: nn.Module, example_input: Tensor) -> dict[str, int]:
 
     Args:
         model: The network to count.
-        example_input: A batch fed as ``model(example_input)``; the counts are divided by
-            its first dimension.
+        example_input: A batch fed as ``model(*example_input)`` (a tensor or a tuple of
+            tensors); the counts are divided by its first dimension.
 
     Returns:
         A mapping from qualified module name (``""`` for the root) to MACs per sample,
         in module order. The values sum to :func:`count_macs`.
 
     Raises:
-        TypeError: If ``example_input`` is not a tensor.
+        TypeError: If ``example_input`` is not a tensor or a tuple of tensors.
         ValueError: If ``example_input`` has no batch dimension, or a ``count_macs``
             method returns something other than a non-negative int.
     """
@@ -274,7 +293,7 @@ def layer_macs(model: nn.Module, example_input: Tensor) -> dict[str, int]:
     return _layer_macs_of_copy(copy.deepcopy(model), example_input)
 
 
-def count_macs(model: nn.Module, example_input: Tensor) -> int:
+def count_macs(model: nn.Module, example_input: Tensor | tuple[Tensor, ...]) -> int:
     """Count multiply-accumulates per sample of one forward pass, using thop.
 
     This is the sum of :func:`layer_macs`. The counting policy (transposed convs, folded

@@ -41,7 +41,9 @@ _ALL = (
     Metric("fid_inception", "minimize", "quality", "", "FID in Inception-v3 pool features"),
     Metric("teacher_l1", "minimize", "quality", "", "mean |student - teacher| on the same latents"),
     Metric("teacher_mse", "minimize", "quality", "", "mean squared error to the teacher"),
-    Metric("teacher_psnr", "maximize", "quality", "dB", "PSNR of the student against the teacher"),
+    Metric(
+        "teacher_psnr", "maximize", "quality", "dB", "PSNR against the teacher (100 dB at most)"
+    ),
     Metric("psnr", "maximize", "quality", "dB", "PSNR against ground truth (paired tasks)"),
     Metric("ssim", "maximize", "quality", "", "SSIM against ground truth (paired tasks)"),
     Metric("macs", "minimize", "cost", "MAC", "multiply-accumulates per sample, counted by thop"),
@@ -57,21 +59,32 @@ FEATURE_METRICS = ("fid", "kid", "is")
 """Measured only when the study has a feature network (a benchmark's, or ``model.features``)."""
 INCEPTION_METRICS = ("fid_inception",)
 """Measured only when the study gives local Inception-v3 weights (``evaluation.inception``)."""
+FIDELITY_METRICS = ("teacher_l1", "teacher_mse", "teacher_psnr")
+"""Compare a candidate with the teacher itself, on the same inputs. The teacher scores the
+ideal (0, 0 and :data:`PSNR_CEILING_DB`), so nothing can be relative to its value: a
+constraint needs an absolute bound (:meth:`Constraint.parse`), and the Pareto front puts
+these metrics on absolute scales (:mod:`gansearch.pareto`)."""
+PSNR_CEILING_DB = 100.0
+"""PSNR is capped at this ceiling, so identical outputs score a finite number rather than
+infinity: the ``MAX_PSNR`` (100 dB) of libvpx's ``vpx_sse_to_psnr`` and libaom's
+``aom_sse_to_psnr``. Any MSE below ``data_range**2 * 1e-10`` reads as the same 100 dB."""
 PAIRED_METRICS = ("psnr", "ssim")
-"""Need paired ground truth, which a study's scorer never has: never measured in a study."""
+"""Need ground-truth targets: measured only on paired data (``model.inputs: paired``)."""
 
 
-def measured_metrics(*, features: bool, inception: bool) -> frozenset[str]:
+def measured_metrics(*, features: bool, inception: bool, paired: bool = False) -> frozenset[str]:
     """The metrics a study's scorer measures for every candidate.
 
     Cost metrics and the teacher-fidelity metrics are always measured; the feature metrics
-    need a feature network and ``fid_inception`` needs local Inception weights.
+    need a feature network, ``fid_inception`` needs local Inception weights, and PSNR/SSIM
+    need paired ground truth.
 
     Args:
         features: whether the study has a feature network.
         inception: whether the study gives Inception-v3 weights.
+        paired: whether the study's inputs come with ground-truth targets.
     """
-    never = set(PAIRED_METRICS)
+    never = set() if paired else set(PAIRED_METRICS)
     if not features:
         never.update(FEATURE_METRICS)
     if not inception:
@@ -107,8 +120,14 @@ _UNITS = {
     "MB": 1024.0**2,
     "GB": 1024.0**3,
 }
+_IDEAL = {"teacher_l1": "0", "teacher_mse": "0", "teacher_psnr": f"{PSNR_CEILING_DB:g} dB"}
+_FIDELITY_EXAMPLE = {
+    "teacher_l1": "teacher_l1 <= 0.05",
+    "teacher_mse": "teacher_mse <= 0.004",
+    "teacher_psnr": "teacher_psnr >= 30",
+}
 _CONSTRAINT = re.compile(
-    r"^\s*(?P<metric>[a-z_]+)\s*(?P<op><=|>=)\s*"
+    r"^\s*(?P<metric>[a-z_][a-z0-9_]*)\s*(?P<op><=|>=)\s*"
     r"(?:(?P<factor>[0-9.eE+-]+)\s*\*\s*teacher|(?P<value>[0-9.eE+-]+)\s*(?P<unit>[KMG]?B?))\s*$"
 )
 
@@ -119,8 +138,9 @@ class Constraint:
 
     Written in a study file as ``"fid <= 1.10 * teacher"`` or ``"stored_bytes <= 64KB"``
     (units: K/M/G = 1e3/1e6/1e9, B = bytes, KB/MB/GB = 1024-based). The bound must be a
-    finite number. :meth:`violation` follows Optuna's ``constraints_func`` convention: a
-    value <= 0 means satisfied.
+    finite number, and absolute for the :data:`FIDELITY_METRICS` (``"teacher_psnr >= 30"``).
+    :meth:`violation` follows Optuna's ``constraints_func`` convention: a value <= 0 means
+    satisfied.
     """
 
     metric: str
@@ -141,6 +161,12 @@ class Constraint:
             known = ", ".join(sorted(METRICS))
             raise ValueError(f"unknown metric {name!r} in constraint {text!r}; known: {known}")
         relative = match["factor"] is not None
+        if relative and name in FIDELITY_METRICS:
+            raise ValueError(
+                f"constraint {text!r} is relative to the teacher, but {name!r} compares with "
+                f"the teacher itself (the teacher scores {_IDEAL[name]}); give an absolute "
+                f"bound, e.g. {_FIDELITY_EXAMPLE[name]!r}"
+            )
         try:
             bound = float(match["factor"]) if relative else float(match["value"])
         except ValueError:

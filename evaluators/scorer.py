@@ -1,10 +1,10 @@
 """The multi-objective scorer: every quality and cost metric of one generator.
 
-A :class:`Scorer` is prepared once per process (latents, reference features, teacher
-outputs, feature network) and then scores any number of candidate generators under
-the same fixed protocol. Quality metrics are computed once per evaluation seed and
-reported as mean and spread (the noise floor); cost metrics are deterministic except
-latency, which reports its own inter-quartile range.
+A :class:`Scorer` is prepared once per process (generator inputs, ground-truth targets,
+reference features, teacher outputs, feature network) and then scores any number of
+candidate generators under the same fixed protocol. Quality metrics are computed once
+per evaluation seed and reported as mean and spread (the noise floor); cost metrics are
+deterministic except latency, which reports its own inter-quartile range.
 """
 
 from __future__ import annotations
@@ -83,41 +83,56 @@ class ScoringProtocol:
     data_range: float = 2.0
 
 
-def generate(generator: nn.Module, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Run ``generator`` over ``latents`` in batches, in inference mode."""
+Inputs = tuple[torch.Tensor, ...]
+
+
+def generate(generator: nn.Module, inputs: torch.Tensor | Inputs, batch_size: int) -> torch.Tensor:
+    """Run ``generator(*inputs)`` in batches of ``batch_size``, in inference mode."""
+    parts = macs.positional(inputs)
     with torch.inference_mode():
-        return torch.cat([generator(chunk) for chunk in latents.split(batch_size)])
+        return torch.cat(
+            [
+                generator(*chunk)
+                for chunk in zip(*(part.split(batch_size) for part in parts), strict=True)
+            ]
+        )
 
 
 class Scorer:
-    """Scores generators against fixed latents, reference features and teacher outputs.
+    """Scores generators on fixed inputs against references, targets and teacher outputs.
 
     Args:
         protocol: the fixed evaluation protocol.
-        latents: evaluation seed -> generator inputs (the same for every candidate).
+        inputs: evaluation seed -> generator inputs, a tensor or a tuple of tensors (the
+            same for every candidate).
         embed: images -> (features, logits) of the feature network, or ``None``.
         reference: features of the real reference images, or ``None``.
-        teacher_outputs: evaluation seed -> teacher images on the same latents, or
+        teacher_outputs: evaluation seed -> teacher images on the same inputs, or
             ``None`` to skip the teacher-fidelity metrics.
         inception: optional Inception-v3 embedder and its reference features.
+        targets: evaluation seed -> ground truth for each input (paired tasks), for PSNR
+            and SSIM, or ``None``.
     """
 
     def __init__(
         self,
         protocol: ScoringProtocol,
-        latents: Mapping[int, torch.Tensor],
+        inputs: Mapping[int, torch.Tensor | Inputs],
         embed: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
         reference: ReferenceFeatures | None,
         teacher_outputs: Mapping[int, torch.Tensor] | None = None,
         inception: tuple[Embedder, ReferenceFeatures] | None = None,
+        targets: Mapping[int, torch.Tensor] | None = None,
     ) -> None:
         if (embed is None) != (reference is None):
             raise ValueError("`embed` and `reference` must be given together.")
-        missing = [seed for seed in protocol.seeds if seed not in latents]
-        if missing:
-            raise ValueError(f"`latents` must cover every protocol seed, but misses {missing}.")
+        for name, table in (("inputs", inputs), ("targets", targets)):
+            missing = [seed for seed in protocol.seeds if table is not None and seed not in table]
+            if missing:
+                raise ValueError(f"`{name}` must cover every protocol seed, but misses {missing}.")
         self.protocol = protocol
-        self.latents = dict(latents)
+        self.inputs = {seed: macs.positional(batch) for seed, batch in inputs.items()}
+        self.targets = dict(targets) if targets is not None else None
         self.embed = embed
         self.reference = reference
         self.teacher_outputs = dict(teacher_outputs) if teacher_outputs is not None else None
@@ -128,17 +143,17 @@ class Scorer:
             else None
         )
 
-    def example_input(self) -> torch.Tensor:
+    def example_input(self) -> Inputs:
         """The batch the cost metrics are measured on (latency batch size)."""
-        first = self.latents[self.protocol.seeds[0]]
-        return first[: self.protocol.latency_batch_size]
+        first = self.inputs[self.protocol.seeds[0]]
+        return tuple(part[: self.protocol.latency_batch_size] for part in first)
 
     def quality(self, generator: nn.Module) -> tuple[dict[str, list[float]], int]:
         """Quality metrics at each evaluation seed, and the number of images generated."""
         per_seed: dict[str, list[float]] = {}
         generated = 0
         for seed in self.protocol.seeds:
-            images = generate(generator, self.latents[seed], self.protocol.batch_size)
+            images = generate(generator, self.inputs[seed], self.protocol.batch_size)
             generated += images.shape[0]
             if not torch.isfinite(images).all():
                 raise FloatingPointError(f"the generator produced non-finite images (seed {seed})")
@@ -171,6 +186,14 @@ class Scorer:
                 features = embed_inception(images).float().cpu()
             values["fid_inception"] = quality.frechet_distance(
                 quality.gaussian_stats(features), reference.stats
+            )
+        if self.targets is not None:
+            target = self.targets[seed].cpu()
+            values["psnr"] = fidelity.psnr(
+                images.cpu(), target, data_range=self.protocol.data_range
+            )
+            values["ssim"] = fidelity.ssim(
+                images.cpu(), target, data_range=self.protocol.data_range
             )
         if self.teacher_outputs is not None:
             values.update(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gansearch.benchmarks import Benchmark, load_benchmark
+from gansearch.benchmark import Benchmark
+from gansearch.benchmarks import load_benchmark
 from gansearch.compress.apply import CompressedGenerator, apply_plan
 from gansearch.compress.plan import CompressionPlan
 from gansearch.config import DistillConfig, StudyConfig
@@ -84,7 +85,7 @@ class CandidateEvaluator:
     """
 
     def __init__(self, config: StudyConfig, benchmark: Benchmark | None = None) -> None:
-        from gansearch.compress.batchnorm import calibration_latents
+        from gansearch.compress.batchnorm import calibration_batches
 
         self.config = config
         self.benchmark = benchmark if benchmark is not None else load_benchmark(config)
@@ -102,8 +103,8 @@ class CandidateEvaluator:
         )
         self.teacher_score: Score = self.scorer.score(identity)
         self.constraints = tuple(Constraint.parse(text) for text in config.search.constraints)
-        self.calibration = calibration_latents(
-            self.benchmark.latent_shape, CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE, config.seed
+        self.calibration = calibration_batches(
+            self.benchmark.train_inputs, CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE, config.seed
         )
         self.supernet = self._load_supernet() if config.space.ofa is not None else None
 
@@ -115,6 +116,7 @@ class CandidateEvaluator:
             self.space.structure,
             supernet_directory(self.config, self.benchmark),
             entry=supernet_entry(self.benchmark),
+            inputs=self.benchmark.train_inputs,
             hint="run `gansearch supernet train` for this study, or set `space.ofa: off`",
         )
 
@@ -138,7 +140,7 @@ class CandidateEvaluator:
         )
         if not all(all(mask) for mask in compressed.plan.masks.values()):
             # Pruning shifts each BatchNorm's input distribution; re-estimating the running
-            # statistics on latents is not training (Yu et al., Slimmable Networks, 2019).
+            # statistics on inputs is not training (Yu et al., Slimmable Networks, 2019).
             recalibrate_batchnorm(compressed.module, self.calibration)
         steps = self.config.search.finetune_steps if finetune_steps is None else finetune_steps
         if steps > 0:
@@ -156,7 +158,7 @@ class CandidateEvaluator:
             self.benchmark.discriminator,
             self.benchmark.real,
             base.model_copy(update={"steps": steps}).recipe(),
-            latent_shape=self.benchmark.latent_shape,
+            inputs=self.benchmark.train_inputs,
         )
         return CompressedGenerator(result.student, compressed.plan, compressed.structure)
 
@@ -217,8 +219,23 @@ class CandidateEvaluator:
         return self.build(CompressionPlan.from_json(plan_json), finetune_steps=finetune_steps)
 
     @torch.no_grad()
-    def samples(self, model: nn.Module, n: int = 32, seed: int = 1234) -> torch.Tensor:
-        return model.eval()(self.benchmark.latents(n, seed))
+    def samples(self, models: Sequence[nn.Module], n: int = 16, seed: int = 1234) -> SampleRows:
+        """Each model's images on the same ``n`` evaluation inputs, with the inputs shown
+        when they are images and the targets when the data has them."""
+        batch = self.benchmark.inputs.batch(n, seed)
+        images = batch.inputs[0] if self.benchmark.inputs.kind in ("paired", "unpaired") else None
+        outputs = tuple(model.eval()(*batch.inputs) for model in models)
+        return SampleRows(images, outputs, batch.targets)
+
+
+@dataclass(frozen=True)
+class SampleRows:
+    """Images for a sample grid: the inputs (image inputs only), each model's outputs on
+    them, and the ground truth (paired data only)."""
+
+    inputs: torch.Tensor | None
+    outputs: tuple[torch.Tensor, ...]
+    targets: torch.Tensor | None
 
 
 class EvaluatorHandle:

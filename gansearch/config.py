@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +36,14 @@ from gansearch.evaluation_config import EvaluationProtocol, Section, Seed
 from gansearch.search.registry import ENGINE_NAMES, SAMPLER_NAMES, STRATEGY_NAMES
 from gansearch.spaces.config import SpaceConfig
 
+INPUT_KINDS = ("latents", "conditional", "paired", "unpaired")
+"""The built-in kinds of ``model.inputs`` (see :mod:`gansearch.inputs`); anything else is a
+``module:function``."""
+BENCHMARK_DATA = {
+    "digits": {"features": True, "paired": False},
+    "photos": {"features": False, "paired": True},
+}
+"""What each bundled benchmark's data can measure, known without loading it."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 _DEVICE = re.compile(rf"({'|'.join(DEVICE_TYPES)})(:[0-9]+)?")
@@ -44,34 +52,100 @@ _DEVICE = re.compile(rf"({'|'.join(DEVICE_TYPES)})(:[0-9]+)?")
 class CustomModel(Section):
     """A user's own GAN, given as importable ``module:function`` factories.
 
-    ``generator`` and ``data`` are required; ``data`` returns real images as a float tensor
-    in the generator's output range ``[-1, 1]`` (uint8 or 0..255 pixels are refused: scale
-    them, e.g. ``x.float() / 127.5 - 1``). ``features`` returns a network mapping images to
-    ``(features, logits)`` for FID/KID/IS; without it only teacher-fidelity and cost
-    metrics are available.
+    ``generator`` and ``data`` are required. ``inputs`` says what the generator consumes
+    (see :mod:`gansearch.inputs`):
+
+    - ``latents`` (default): standard-normal latents of ``latent_shape``; ``data`` returns
+      the real images (N, C, H, W) that FID/KID compare with;
+    - ``conditional``: ``G(z, labels)`` with latents of ``latent_shape`` and labels in
+      ``[0, num_classes)``; ``data`` returns real images;
+    - ``paired``: ``data`` returns ``(inputs, targets)``, image batches of equal length
+      (pix2pix, super-resolution); PSNR/SSIM are measured against the targets;
+    - ``unpaired``: ``data`` returns ``(inputs, targets)``, source-domain images and real
+      target-domain images (CycleGAN-style), compared with FID/KID;
+    - ``package.module:function``: called as ``function(n, seed)``, it returns the
+      generator's inputs (a tensor or a tuple of tensors) or ``{"inputs": ..., "targets":
+      ...}``; ``data`` returns real images.
+
+    Images are float tensors in the generator's output range ``[-1, 1]`` (uint8 or 0..255
+    pixels are refused: scale them, e.g. ``x.float() / 127.5 - 1``). When
+    ``evaluation.reference`` is set, ``data`` is called with ``split=`` that value for
+    scoring and ``split="train"`` for distillation and calibration. ``generator_kwargs``
+    (JSON values) are passed to ``generator``; export records them so that the artifact
+    is rebuilt by the same call. ``features`` returns a
+    network mapping images to ``(features, logits)`` for FID/KID/IS (its weights from
+    ``features_checkpoint`` if given); without it only PSNR/SSIM (paired data),
+    teacher-fidelity and cost metrics are available.
     """
 
     generator: str
     discriminator: str | None = None
     data: str
     features: str | None = None
+    generator_kwargs: dict[str, Any] = Field(default_factory=dict)
     generator_checkpoint: Path | None = None
     discriminator_checkpoint: Path | None = None
-    latent_shape: tuple[int, ...]
+    features_checkpoint: Path | None = None
+    inputs: str = "latents"
+    latent_shape: tuple[int, ...] | None = None
+    num_classes: int | None = Field(None, ge=2)
 
     @field_validator("latent_shape")
     @classmethod
-    def _positive_shape(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
-        if not shape or any(size < 1 for size in shape):
+    def _positive_shape(cls, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if shape is not None and (not shape or any(size < 1 for size in shape)):
             raise ValueError(f"must list one or more sizes >= 1, e.g. [128], but got {list(shape)}")
         return shape
 
     @field_validator("generator", "discriminator", "data", "features")
     @classmethod
     def _is_factory_path(cls, value: str | None) -> str | None:
-        if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+        if value is not None and not _is_function_path(value):
             raise ValueError(f"must be 'package.module:function', got {value!r}")
         return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _known_inputs(cls, value: str) -> str:
+        if value not in INPUT_KINDS and not _is_function_path(value):
+            raise ValueError(
+                f"must be one of {', '.join(INPUT_KINDS)} or 'package.module:function', "
+                f"got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _inputs_complete(self) -> CustomModel:
+        latent = self.inputs in ("latents", "conditional")
+        if latent and self.latent_shape is None:
+            raise ValueError(
+                f"`model.inputs: {self.inputs}` needs `model.latent_shape` (e.g. [128] or "
+                "[100, 1, 1]); add it"
+            )
+        if not latent and self.latent_shape is not None:
+            raise ValueError(
+                f"`model.latent_shape` is only used with `inputs: latents` or `conditional`, "
+                f"not {self.inputs!r}; remove it"
+            )
+        if (self.inputs == "conditional") != (self.num_classes is not None):
+            raise ValueError(
+                "`model.num_classes` goes with `inputs: conditional` (and is required there); "
+                + ("add it" if self.inputs == "conditional" else "remove it")
+            )
+        if self.features_checkpoint is not None and self.features is None:
+            raise ValueError("`model.features_checkpoint` needs `model.features`; add it")
+        return self
+
+    @property
+    def paired(self) -> bool | None:
+        """Whether the data has ground truth: ``None`` for a function (known once called)."""
+        if self.inputs in ("latents", "conditional", "unpaired"):
+            return False
+        return True if self.inputs == "paired" else None
+
+
+def _is_function_path(value: str) -> bool:
+    return value.count(":") == 1 and all(value.split(":"))
 
 
 class DistillLosses(Section):
@@ -307,7 +381,11 @@ class StudyConfig(Section):
                     "set `evaluation.inception.weights: PATH` or ",
                 )
             else:
-                need, fix = "paired ground truth, which gansearch does not score", ""
+                need, fix = (
+                    "paired ground truth",
+                    "use `model.inputs: paired` with a data factory returning (inputs, "
+                    "targets), or ",
+                )
             raise ValueError(f"objective {name!r} needs {need}; {fix}remove it from `objectives`")
         for text in self.search.constraints:
             name = Constraint.parse(text).metric
@@ -321,15 +399,21 @@ class StudyConfig(Section):
     def measured_metrics(self) -> frozenset[str]:
         """The metrics scored for every candidate of this study (objectives or not).
 
-        A bundled benchmark always has a feature network; a custom ``model`` has one when
-        it names ``features``.
+        A bundled benchmark measures what :data:`BENCHMARK_DATA` says; a custom ``model``
+        has a feature network when it names ``features``, and ground truth with
+        ``inputs: paired`` (an inputs function may return targets too: PSNR/SSIM are then
+        accepted here and checked when it is first called).
         """
         from gansearch.evaluators.objectives import measured_metrics
 
-        features = self.benchmark is not None or (
-            self.model is not None and self.model.features is not None
+        if self.model is not None:
+            features, paired = self.model.features is not None, self.model.paired is not False
+        else:
+            data = BENCHMARK_DATA.get(self.benchmark or "", {"features": True, "paired": False})
+            features, paired = data["features"], data["paired"]
+        return measured_metrics(
+            features=features, inception=self.evaluation.inception is not None, paired=paired
         )
-        return measured_metrics(features=features, inception=self.evaluation.inception is not None)
 
     def study_dir(self, root: Path = Path("studies")) -> Path:
         """Where this study's outputs go (git ignores it)."""

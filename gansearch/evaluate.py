@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from gansearch.benchmarks import Benchmark
+from gansearch.benchmark import Benchmark
+from gansearch.compress.batches import to_device
 from gansearch.config import EvaluationProtocol, StudyConfig
 from gansearch.errors import GansearchError
 from gansearch.evaluators import reference_cache
@@ -47,14 +48,18 @@ def _state_bytes(module: torch.nn.Module) -> bytes:
 def prepare_scorer(
     benchmark: Benchmark, config: StudyConfig, *, teacher_fidelity: bool = True
 ) -> Scorer:
-    """Fix latents, reference features (cached by content hash) and teacher outputs."""
+    """Fix the inputs and targets of every evaluation seed, reference features (cached by
+    content hash) and teacher outputs."""
     evaluation = config.evaluation
     device = torch.device(config.device)
     protocol = scoring_protocol(evaluation, benchmark.data_range)
-    latents = {
-        seed: benchmark.latents(evaluation.num_samples, seed).to(device)
-        for seed in evaluation.seeds
+    batches = {
+        seed: benchmark.inputs.batch(evaluation.num_samples, seed) for seed in evaluation.seeds
     }
+    inputs = {seed: to_device(batch.inputs, device) for seed, batch in batches.items()}
+    targets = None
+    if benchmark.inputs.paired:
+        targets = {seed: batch.targets for seed, batch in batches.items()}
     cache_dir = evaluation.cache_dir or default_cache_dir()
     embed = reference = None
     if benchmark.features is not None:
@@ -98,9 +103,9 @@ def prepare_scorer(
     if teacher_fidelity:
         teacher = benchmark.teacher.to(device).eval()
         teacher_outputs = {
-            seed: generate(teacher, z, evaluation.batch_size) for seed, z in latents.items()
+            seed: generate(teacher, batch, evaluation.batch_size) for seed, batch in inputs.items()
         }
-    return Scorer(protocol, latents, embed, reference, teacher_outputs, inception)
+    return Scorer(protocol, inputs, embed, reference, teacher_outputs, inception, targets)
 
 
 def evaluate_teacher(benchmark: Benchmark, config: StudyConfig) -> Score:

@@ -5,13 +5,28 @@ study file's current ``search.constraints``, feasibility is recomputed from each
 stored ``metrics`` and the study's ``teacher_metrics`` (so editing the constraints takes
 effect on trials recorded before; a trial lacking a metric a constraint needs is
 infeasible); without them, the values recorded with the trial are read (Optuna's public
-``FrozenTrial.constraints``, <= 0 = satisfied). Hypervolume is computed in a
-teacher-relative space so that studies with different objectives' scales compare: each
-objective is divided by the teacher's value and turned into a loss (maximised metrics
-are negated), and the reference point is stated with the result (see
-:func:`reference_point`). The hypervolume itself is ``moocore.hypervolume`` (exact; the
-algorithms of Fonseca, Paquete and Lopez-Ibanez, CEC 2006, and Guerreiro and Fonseca,
-IEEE TEC 2018).
+``FrozenTrial.constraints``, <= 0 = satisfied).
+
+Hypervolume and the knee are computed in a normalised space, so that studies whose
+objectives have different units compare: each objective is divided by its scale
+(:func:`scale`) and turned into a loss (maximised metrics are negated), and the reference
+point is stated with the result (:func:`reference_point`).
+
+* Most objectives are teacher-relative: the scale is the teacher's own value (which must
+  be a finite number > 0). The reference point is twice the teacher's quality loss
+  (``QUALITY_REFERENCE``; half a maximised quality) and 1.1x its cost (``COST_REFERENCE``).
+* The teacher-fidelity objectives (``teacher_l1``, ``teacher_mse``, ``teacher_psnr``)
+  compare a candidate with the teacher itself, so the teacher's value is the ideal (0, or
+  the 100 dB PSNR ceiling) and cannot be a scale. They use absolute scales on the output
+  range ``[-1, 1]`` (width ``OUTPUT_RANGE`` = 2): ``teacher_l1 / 2``, ``teacher_mse / 4``
+  and ``teacher_psnr / 100 dB``. Their reference point is an error of
+  ``ERROR_REFERENCE`` = 10% of the range: L1 0.1, MSE 0.01 (0.1 squared), PSNR 20 dB
+  (the PSNR of an RMS error of 10% of the range), so the teacher (error 0, 100 dB) is
+  the ideal and a candidate gets credit only if it is closer to the teacher than that.
+
+The hypervolume itself is ``moocore.hypervolume`` (exact; the algorithms of Fonseca,
+Paquete and Lopez-Ibanez, CEC 2006, and Guerreiro and Fonseca, IEEE TEC 2018). The knee
+is the front point nearest the ideal after min-max scaling of the normalised losses.
 """
 
 from __future__ import annotations
@@ -23,12 +38,36 @@ from typing import Any
 
 import numpy as np
 
-from gansearch.evaluators.objectives import METRICS, Constraint
+from gansearch.errors import GansearchError
+from gansearch.evaluators.objectives import (
+    FIDELITY_METRICS,
+    METRICS,
+    PSNR_CEILING_DB,
+    Constraint,
+)
 
 # A candidate gets hypervolume credit only if it is no worse than this, teacher-relative:
 # quality up to twice the teacher's FID-like loss, cost up to 1.1x the teacher's own
 QUALITY_REFERENCE = 2.0
 COST_REFERENCE = 1.1
+# Teacher-fidelity objectives: absolute scales on the output range [-1, 1], and credit
+# only for an error below 10% of that range (module docstring).
+OUTPUT_RANGE = 2.0
+ERROR_REFERENCE = 0.1
+FIDELITY_SCALES = {
+    "teacher_l1": OUTPUT_RANGE,
+    "teacher_mse": OUTPUT_RANGE**2,
+    "teacher_psnr": PSNR_CEILING_DB,
+}
+FIDELITY_REFERENCES = {
+    "teacher_l1": ERROR_REFERENCE,
+    "teacher_mse": ERROR_REFERENCE**2,
+    "teacher_psnr": -10.0 * math.log10(ERROR_REFERENCE**2) / PSNR_CEILING_DB,
+}
+
+
+class TeacherValueError(GansearchError):
+    """A teacher-relative objective whose teacher value cannot scale it (missing, 0, inf)."""
 
 
 @dataclass(frozen=True)
@@ -127,36 +166,64 @@ def pareto_front(
     return sorted(front, key=lambda p: (p.values[0], p.number))
 
 
+def scale(name: str, teacher: Mapping[str, float | None]) -> float:
+    """What objective ``name`` is divided by in the normalised space (module docstring).
+
+    A teacher-fidelity objective: its fixed absolute scale (``FIDELITY_SCALES``); any
+    other: the teacher's value.
+
+    Raises:
+        TeacherValueError: if the teacher's value is missing, not finite, or not > 0.
+    """
+    if name in FIDELITY_METRICS:
+        return FIDELITY_SCALES[name]
+    value = teacher.get(name)
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise TeacherValueError(
+            f"the teacher's {name!r} is {value!r}, which cannot scale a teacher-relative "
+            f"objective (it must be a finite number > 0); run `gansearch run` again to "
+            f"record the teacher's metrics, or use another objective than {name!r}"
+        )
+    return float(value)
+
+
 def relative_losses(
-    values: Sequence[float], objectives: Sequence[str], teacher: Mapping[str, float]
+    values: Sequence[float], objectives: Sequence[str], teacher: Mapping[str, float | None]
 ) -> np.ndarray:
-    """Objective values divided by the teacher's, as losses (maximised metrics negated)."""
-    ratios = [value / teacher[name] for value, name in zip(values, objectives, strict=True)]
+    """Objective values divided by their :func:`scale`, as losses (maximised metrics negated)."""
+    ratios = [value / scale(name, teacher) for value, name in zip(values, objectives, strict=True)]
     return losses(ratios, objectives)
 
 
 def reference_point(objectives: Sequence[str]) -> np.ndarray:
-    """The teacher-relative hypervolume reference point (stated with every hypervolume).
+    """The hypervolume reference point in the normalised space (stated with every hypervolume).
 
-    Quality objectives: ``QUALITY_REFERENCE`` x the teacher (``1 / QUALITY_REFERENCE`` x
-    for maximised ones); cost objectives: ``COST_REFERENCE`` x the teacher.
+    Teacher-relative quality objectives: ``QUALITY_REFERENCE`` x the teacher
+    (``1 / QUALITY_REFERENCE`` x for maximised ones); cost objectives: ``COST_REFERENCE`` x
+    the teacher; teacher-fidelity objectives: ``FIDELITY_REFERENCES`` (an error of 10% of
+    the output range).
     """
     point = []
     for name in objectives:
         metric = METRICS[name]
-        bound = QUALITY_REFERENCE if metric.kind == "quality" else COST_REFERENCE
-        if metric.direction == "maximize":
-            bound = 1.0 / bound
+        if name in FIDELITY_METRICS:
+            bound = FIDELITY_REFERENCES[name]
+        else:
+            bound = QUALITY_REFERENCE if metric.kind == "quality" else COST_REFERENCE
+            if metric.direction == "maximize":
+                bound = 1.0 / bound
         point.append(bound)
     return losses(point, objectives)
 
 
 def hypervolume(
-    points: Sequence[Sequence[float]], objectives: Sequence[str], teacher: Mapping[str, float]
+    points: Sequence[Sequence[float]],
+    objectives: Sequence[str],
+    teacher: Mapping[str, float | None],
 ) -> float:
     """Hypervolume of ``points`` (objective values) against :func:`reference_point`.
 
-    Points are made teacher-relative losses (:func:`relative_losses`); only those strictly
+    Points are made normalised losses (:func:`relative_losses`); only those strictly
     better than the reference point in every objective add volume.
     """
     import moocore
@@ -172,12 +239,13 @@ def hypervolume(
 
 
 def knee(
-    front: Sequence[FrontPoint], objectives: Sequence[str], teacher: Mapping[str, float]
+    front: Sequence[FrontPoint], objectives: Sequence[str], teacher: Mapping[str, float | None]
 ) -> FrontPoint:
     """The front point closest to the ideal point after per-objective min-max scaling.
 
     With several objectives there is no unique "knee"; this is the usual compromise
-    choice (closest to utopia in normalised objective space), stated so it reproduces.
+    choice (closest to utopia in the normalised space of :func:`relative_losses`,
+    min-max scaled), stated so it reproduces.
     """
     if not front:
         raise ValueError("the front is empty: no feasible completed trial")
@@ -262,7 +330,8 @@ def write_plots(
         if p.label not in {"dominated", "infeasible"}:
             axes.scatter([p.cost], [p.quality], marker="*", s=140, zorder=3, label=p.label)
     axes.set_xscale("log")
-    axes.set_yscale("log")
+    # teacher_l1 / teacher_mse are 0 at the teacher, which a log axis cannot show
+    axes.set_yscale("log" if all(p.quality > 0 for p in points) else "linear")
     axes.set_xlabel(f"{cost} ({METRICS[cost].direction[:3]})")
     axes.set_ylabel(f"{quality} ({METRICS[quality].direction[:3]})")
     axes.set_title(f"{study.study_name}: {len(points)} trials, {len(front)} on the front")
@@ -299,7 +368,10 @@ def write_plots(
 
 
 def pick(
-    front: Sequence[FrontPoint], how: str, objectives: Sequence[str], teacher: Mapping[str, float]
+    front: Sequence[FrontPoint],
+    how: str,
+    objectives: Sequence[str],
+    teacher: Mapping[str, float | None],
 ) -> FrontPoint:
     """``"knee"`` or ``"best:<metric>"``."""
     if how == "knee":
@@ -322,7 +394,9 @@ def pareto_report(
 
     ``constraints``: the study file's current constraints (see :func:`pareto_front`);
     ``unjudged`` lists the COMPLETE trials counted infeasible because they lack a metric
-    one of them needs.
+    one of them needs. ``hypervolume`` is ``None`` when the study has no teacher metrics,
+    or when a teacher value cannot scale its objective (``hypervolume_unavailable`` says
+    why).
     """
     from optuna.trial import TrialState
 
@@ -348,6 +422,12 @@ def pareto_report(
             }
         )
     reference = reference_point(objectives)
+    volume, unavailable = None, None
+    if teacher:
+        try:
+            volume = hypervolume([p.values for p in front], objectives, teacher)
+        except TeacherValueError as error:
+            unavailable = str(error)
     return {
         "study": study.study_name,
         "objectives": list(objectives),
@@ -364,11 +444,15 @@ def pareto_report(
         "teacher": teacher,
         "trials": len(study.get_trials(deepcopy=False)),
         "front": rows,
-        "hypervolume": hypervolume([p.values for p in front], objectives, teacher)
-        if teacher
-        else None,
+        "hypervolume": volume,
+        "hypervolume_unavailable": unavailable,
         "reference_point": {
-            "space": "objective / teacher, as losses (maximised metrics negated)",
+            "space": "objective / scale, as losses (maximised metrics negated); scale: the "
+            "teacher's value, or an absolute one for teacher-fidelity metrics",
+            "scales": {
+                name: FIDELITY_SCALES[name] if name in FIDELITY_METRICS else "teacher"
+                for name in objectives
+            },
             "values": dict(zip(objectives, reference.tolist(), strict=True)),
         },
     }

@@ -14,6 +14,7 @@ artifact's other files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +31,29 @@ from gansearch.runner.recording import finite_or_none
 from gansearch.runner.storage import failure_reason, open_study
 
 
-def write_sample_grid(path: Path, teacher_images: Any, student_images: Any) -> None:
-    """A PNG grid: teacher samples on top, the student's on the same latents below.
+def write_sample_grid(path: Path, rows: Sequence[tuple[str, Any]]) -> None:
+    """A PNG grid, one labelled row per entry of ``rows`` (label, images in [-1, 1]).
 
-    Written atomically (:func:`gansearch.files.atomic_path`).
+    Export writes input | teacher | student | target where they exist: the inputs when
+    they are images, the ground truth when the data is paired. Written atomically
+    (:func:`gansearch.files.atomic_path`).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = teacher_images.shape[0]
-    figure, axes = plt.subplots(2, n, figsize=(n * 0.8, 2.0), squeeze=False)
-    for row, images in enumerate((teacher_images, student_images)):
+    n = rows[0][1].shape[0]
+    size = 1.2 if rows[0][1].shape[-1] > 32 else 0.8
+    figure, axes = plt.subplots(len(rows), n, figsize=(n * size, len(rows) * size), squeeze=False)
+    for row, (label, images) in enumerate(rows):
         for column in range(n):
             image = images[column].detach().float().cpu()
             image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
             pixels = ((image.clamp(-1, 1) + 1) / 2).numpy()
             axes[row][column].imshow(pixels, cmap="gray", vmin=0, vmax=1)
             axes[row][column].axis("off")
-    axes[0][0].set_title("teacher", fontsize=7, loc="left")
-    axes[1][0].set_title("student", fontsize=7, loc="left")
+        axes[row][0].set_title(label, fontsize=7, loc="left")
     figure.tight_layout()
     try:
         with atomic_path(path) as temporary:
@@ -111,9 +114,9 @@ def export_trial(
     """Rebuild a trial's candidate, optionally distil it, export it, and re-measure the artifact.
 
     Writes the artifact (``weights.safetensors``, ``manifest.json``, ``model.onnx``) plus
-    ``samples.png`` (teacher and student on the same latents) into ``out``: a missing or
-    empty folder, or a previous artifact; any other folder only with ``force``, and then
-    only those four files are replaced.
+    ``samples.png`` (input | teacher | student | target on the same inputs) into ``out``:
+    a missing or empty folder, or a previous artifact; any other folder only with
+    ``force``, and then only those four files are replaced.
     """
 
     config = study_file if isinstance(study_file, StudyConfig) else load_study(study_file)
@@ -137,16 +140,23 @@ def export_trial(
             "finetune_steps": finetune_steps,
             **finite_or_none(in_memory.values),
         },
-        example_input=evaluator.example[:1],
+        example_input=tuple(part[:1] for part in evaluator.example),
+        input_names=evaluator.benchmark.inputs.names,
         teacher_factory=factory,
+        teacher_kwargs=dict(config.model.generator_kwargs) if config.model is not None else None,
         force=force,
     )
     loaded = load(path, trust=() if factory is None else (factory,))
     artifact = evaluator.scorer.score(loaded)
+    samples = evaluator.samples((evaluator.teacher, loaded), 8)
     write_sample_grid(
         path / SAMPLES_FILE,
-        evaluator.samples(evaluator.teacher, 12),
-        evaluator.samples(loaded, 12),
+        [
+            *([("input", samples.inputs)] if samples.inputs is not None else []),
+            ("teacher", samples.outputs[0]),
+            ("student", samples.outputs[1]),
+            *([("target", samples.targets)] if samples.targets is not None else []),
+        ],
     )
     return {
         "trial": chosen.number,

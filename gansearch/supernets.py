@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gansearch.benchmarks import Benchmark
+    from gansearch.benchmark import Benchmark
     from gansearch.compress.recipes import SupernetRecipe
     from gansearch.config import StudyConfig
 
@@ -151,7 +151,7 @@ def train_study_supernet(
         structure,
         recipe,
         progress,
-        latent_shape=benchmark.latent_shape,
+        inputs=benchmark.train_inputs,
     )
     seconds = time.perf_counter() - start
     teacher_file = _teacher_checkpoint(config, benchmark)

@@ -229,7 +229,7 @@ def _huge_manifest(path: Path, manifest: dict) -> None:
     _write(path, manifest)
 
 
-def _set(*keys: str, value: Any) -> Callable[[Path, dict], None]:
+def _set(*keys: str | int, value: Any) -> Callable[[Path, dict], None]:
     def change(path: Path, manifest: dict) -> None:
         target = manifest
         for key in keys[:-1]:
@@ -296,10 +296,16 @@ CASES: dict[str, tuple[Callable[[Path, dict], None], str]] = {
     "files-not-a-dict": (_set("files", value=[WEIGHTS_FILE]), "`files` must be dict"),
     "bytes-not-an-int": (_set("files", WEIGHTS_FILE, "bytes", value="100"), "bytes` must be"),
     "bytes-a-bool": (_set("files", WEIGHTS_FILE, "bytes", value=True), "bytes` must be"),
-    "shape-not-ints": (_set("input", "shape", value=[1, "8"]), "`input.shape`"),
-    "giant-shape": (_set("input", "shape", value=[1, 100_000, 100_000]), "`input.shape`"),
-    "unknown-dtype": (_set("input", "dtype", value="__class__"), "`input.dtype`"),
-    "dtype-torch-attribute": (_set("input", "dtype", value="load"), "`input.dtype`"),
+    "shape-not-ints": (_set("inputs", 0, "shape", value=[1, "8"]), "`inputs[0].shape`"),
+    "giant-shape": (
+        _set("inputs", 0, "shape", value=[1, 100_000, 100_000]),
+        "`inputs[0].shape`",
+    ),
+    "unknown-dtype": (_set("inputs", 0, "dtype", value="__class__"), "`inputs[0].dtype`"),
+    "dtype-torch-attribute": (_set("inputs", 0, "dtype", value="load"), "`inputs[0].dtype`"),
+    "no-inputs": (_set("inputs", value=[]), "`inputs` must list 1.."),
+    "inputs-not-a-list": (_set("inputs", value={"name": "z"}), "`inputs` must be list"),
+    "input-name-not-text": (_set("inputs", 0, "name", value=3), "`inputs[0].name`"),
     "plan-not-a-dict": (_set("plan", value=[1, 2]), "`plan` must be dict"),
     "plan-unknown-encoding": (
         _set("plan", "layers", "out", "weight", value="int99"),

@@ -25,6 +25,7 @@ from gansearch.compress.importance import channel_importance
 from gansearch.compress.recipes import DistillLosses, DistillRecipe
 from gansearch.config import parse_study
 from gansearch.errors import ConfigError, GansearchError
+from gansearch.inputs import LatentSource
 from tests.toy_models import toy_generator
 
 LATENT_SHAPE = (8,)
@@ -94,7 +95,7 @@ def test_each_term_alone_reduces_its_own_loss(term: str) -> None:
         TinyDiscriminator(),
         None,
         _config(steps=24, **{term: 1.0}),
-        latent_shape=LATENT_SHAPE,
+        inputs=LatentSource(LATENT_SHAPE),
     )
     assert set(result.last()) == {term, "total"}  # weight 0 = the term is not computed
     assert _mean(result.history, term, slice(-4, None)) < 0.8 * _mean(
@@ -107,7 +108,12 @@ def test_pixel_distillation_moves_pruned_student_toward_teacher() -> None:
     student = _pruned_student(teacher, 0.5)
     before = _teacher_l1(student, teacher)
     result = distill(
-        student, teacher, None, None, _config(steps=40, pixel=1.0), latent_shape=LATENT_SHAPE
+        student,
+        teacher,
+        None,
+        None,
+        _config(steps=40, pixel=1.0),
+        inputs=LatentSource(LATENT_SHAPE),
     )
     assert _teacher_l1(result.student, teacher) < 0.7 * before
     assert _teacher_l1(student, teacher) == before  # the caller's student is a separate copy
@@ -116,11 +122,13 @@ def test_pixel_distillation_moves_pruned_student_toward_teacher() -> None:
 def test_l2_pixel_norm_is_squared_error() -> None:
     teacher = toy_generator(0)
     student = _pruned_student(teacher)
-    l1 = distill(student, teacher, None, None, _config(steps=1, pixel=1.0), latent_shape=(8,))
+    l1 = distill(
+        student, teacher, None, None, _config(steps=1, pixel=1.0), inputs=LatentSource((8,))
+    )
     l2_config = DistillRecipe(
         steps=1, lr=5e-3, batch_size=16, losses=DistillLosses(pixel=1.0, pixel_norm="l2")
     )
-    l2 = distill(student, teacher, None, None, l2_config, latent_shape=(8,))
+    l2 = distill(student, teacher, None, None, l2_config, inputs=LatentSource((8,)))
     z = torch.randn((16, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         difference = student.train()(z) - teacher(z)
@@ -142,7 +150,12 @@ def test_all_terms_together_with_a_trained_discriminator_copy() -> None:
     }
     config = DistillRecipe(steps=6, lr=5e-3, batch_size=16, losses=DistillLosses(**losses))
     result = distill(
-        _pruned_student(teacher), teacher, discriminator, real, config, latent_shape=LATENT_SHAPE
+        _pruned_student(teacher),
+        teacher,
+        discriminator,
+        real,
+        config,
+        inputs=LatentSource(LATENT_SHAPE),
     )
     assert set(result.last()) == {*losses} - {"discriminator_lr"} | {"total", "discriminator"}
     assert result.discriminator is not None and result.discriminator is not discriminator
@@ -157,7 +170,9 @@ def test_teacher_and_discriminator_are_never_mutated() -> None:
     discriminator_state = copy.deepcopy(discriminator.state_dict())
     discriminator.train()
     config = _config(steps=3, pixel=1.0, adversarial=1.0, feature=1.0, perceptual=1.0)
-    distill(_pruned_student(teacher), teacher, discriminator, None, config, latent_shape=(8,))
+    distill(
+        _pruned_student(teacher), teacher, discriminator, None, config, inputs=LatentSource((8,))
+    )
     assert not teacher.training and discriminator.training  # modes untouched too
     for name, tensor in teacher.state_dict().items():
         assert torch.equal(tensor, teacher_state[name]), name
@@ -170,11 +185,21 @@ def test_deterministic_per_seed() -> None:
     student = _pruned_student(teacher)
     torch.manual_seed(1)  # the global RNG must not matter ...
     first = distill(
-        student, teacher, None, None, _config(steps=5, pixel=1.0, feature=1.0), latent_shape=(8,)
+        student,
+        teacher,
+        None,
+        None,
+        _config(steps=5, pixel=1.0, feature=1.0),
+        inputs=LatentSource((8,)),
     )
     torch.manual_seed(2)
     second = distill(
-        student, teacher, None, None, _config(steps=5, pixel=1.0, feature=1.0), latent_shape=(8,)
+        student,
+        teacher,
+        None,
+        None,
+        _config(steps=5, pixel=1.0, feature=1.0),
+        inputs=LatentSource((8,)),
     )
     other = distill(
         student,
@@ -182,7 +207,7 @@ def test_deterministic_per_seed() -> None:
         None,
         None,
         _config(steps=5, seed=7, pixel=1.0, feature=1.0),
-        latent_shape=(8,),
+        inputs=LatentSource((8,)),
     )
     assert first.history == second.history
     for name, tensor in first.student.state_dict().items():
@@ -192,7 +217,7 @@ def test_deterministic_per_seed() -> None:
     torch.manual_seed(3)
     expected = torch.rand(3)
     torch.manual_seed(3)
-    distill(student, teacher, None, None, _config(steps=1, feature=1.0), latent_shape=(8,))
+    distill(student, teacher, None, None, _config(steps=1, feature=1.0), inputs=LatentSource((8,)))
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -205,7 +230,7 @@ def test_huge_learning_rate_raises_distillation_diverged() -> None:
             None,
             None,
             _config(steps=20, lr=1e30, pixel=1.0, feature=1.0),
-            latent_shape=LATENT_SHAPE,
+            inputs=LatentSource(LATENT_SHAPE),
         )
     message = str(caught.value)
     assert "\n" not in message and "diverged at step" in message and "lower `lr`" in message
@@ -231,7 +256,9 @@ def test_nan_output_raises_naming_step_and_output() -> None:
     student = NaNAfter(_pruned_student(teacher))
     # Only the pixel term: no shape probe, so call n is training step n.
     with pytest.raises(DistillationDiverged, match=r"at step 3: the student's output is nan"):
-        distill(student, teacher, None, None, _config(steps=5, pixel=1.0), latent_shape=(8,))
+        distill(
+            student, teacher, None, None, _config(steps=5, pixel=1.0), inputs=LatentSource((8,))
+        )
 
 
 def test_nan_loss_term_is_named() -> None:
@@ -246,7 +273,7 @@ def test_nan_loss_term_is_named() -> None:
             discriminator,
             None,
             _config(steps=2, class_logits=1.0),
-            latent_shape=LATENT_SHAPE,
+            inputs=LatentSource(LATENT_SHAPE),
         )
 
 
@@ -258,7 +285,12 @@ def test_fake_quantised_student_trains_through_ste() -> None:
     original = student.res.conv1.parametrizations.weight.original.detach().clone()
     centroids = student.side.parametrizations.weight[0].centroids.detach().clone()
     result = distill(
-        student, teacher, None, None, _config(steps=25, pixel=1.0), latent_shape=LATENT_SHAPE
+        student,
+        teacher,
+        None,
+        None,
+        _config(steps=25, pixel=1.0),
+        inputs=LatentSource(LATENT_SHAPE),
     )
     trained = result.student
     # Gradients reached the float weight (int4) and the shared centroids (codebook) by STE.
@@ -286,13 +318,13 @@ def test_feature_layers_default_to_shared_norm_layers_and_unknown_ones_fail() ->
         steps=1, batch_size=4, losses=DistillLosses(feature=1.0, feature_layers=("res.nope",))
     )
     with pytest.raises(DistillationError, match=r"layer 'res.nope' is not in"):
-        distill(student, teacher, None, None, config, latent_shape=LATENT_SHAPE)
+        distill(student, teacher, None, None, config, inputs=LatentSource(LATENT_SHAPE))
 
 
 def test_discriminator_terms_without_discriminator_fail_clearly() -> None:
     teacher = toy_generator(0)
     with pytest.raises(DistillationError, match=r"`perceptual` needs the teacher's discriminator"):
-        distill(teacher, teacher, None, None, _config(perceptual=1.0), latent_shape=(8,))
+        distill(teacher, teacher, None, None, _config(perceptual=1.0), inputs=LatentSource((8,)))
 
 
 def test_discriminator_without_features_method_is_hooked() -> None:

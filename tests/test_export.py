@@ -198,7 +198,7 @@ def test_dcgan_round_trips(dcgan_artifacts) -> None:
             "reference": "gansearch.zoo.models:DCGANGenerator",
             "kwargs": {},
         }
-        assert manifest["input"] == {"shape": [1, 64, 1, 1], "dtype": "float32"}
+        assert manifest["inputs"] == [{"name": "input", "shape": [1, 64, 1, 1], "dtype": "float32"}]
 
 
 def test_int4_weight_takes_half_a_byte(toy_artifacts) -> None:

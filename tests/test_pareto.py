@@ -50,14 +50,14 @@ def test_losses_negate_maximised_objectives_only() -> None:
 
 
 def test_relative_losses_divide_by_the_teacher() -> None:
-    teacher = {"fid": 10.0, "teacher_psnr": 40.0, "macs": 100.0}
-    relative = relative_losses([5.0, 20.0, 50.0], ["fid", "teacher_psnr", "macs"], teacher)
+    teacher = {"fid": 10.0, "is": 40.0, "macs": 100.0}
+    relative = relative_losses([5.0, 20.0, 50.0], ["fid", "is", "macs"], teacher)
     np.testing.assert_array_equal(relative, [0.5, -0.5, 0.5])
 
 
 def test_reference_point_per_kind_and_direction() -> None:
     # quality: 2x the teacher (1/2 x when maximised, then negated); cost: 1.1x the teacher.
-    objectives = ["fid", "teacher_psnr", "macs", "ssim", "latency_ms"]
+    objectives = ["fid", "is", "macs", "ssim", "latency_ms"]
     np.testing.assert_allclose(reference_point(objectives), [2.0, -0.5, 1.1, -0.5, 1.1])
 
 
@@ -94,10 +94,10 @@ def test_hypervolume_two_boxes_2d() -> None:
 
 
 def test_hypervolume_with_a_maximised_objective() -> None:
-    # teacher_psnr is maximised: loss -psnr/teacher, reference -1/2. Points (-1.0, 0.5)
+    # is is maximised: loss -is/teacher, reference -1/2. Points (-1.0, 0.5)
     # and (-0.75, 0.25) against (-0.5, 1.1): 0.5 x 0.6 + 0.25 x 0.85 - 0.25 x 0.6.
-    teacher = {"teacher_psnr": 40.0, "stored_bytes": 1000.0}
-    value = hypervolume([(40.0, 500.0), (30.0, 250.0)], ["teacher_psnr", "stored_bytes"], teacher)
+    teacher = {"is": 40.0, "stored_bytes": 1000.0}
+    value = hypervolume([(40.0, 500.0), (30.0, 250.0)], ["is", "stored_bytes"], teacher)
     assert value == pytest.approx(0.3 + 0.2125 - 0.15)
 
 

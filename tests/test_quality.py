@@ -220,7 +220,7 @@ def test_psnr_hand_computed() -> None:
     x = torch.zeros(2, 3, 4, 4, dtype=torch.float64)
     y = torch.full((2, 3, 4, 4), 0.1, dtype=torch.float64)
     assert psnr(x, y, data_range=2.0) == pytest.approx(10 * math.log10(4 / 0.01), rel=1e-9)
-    assert psnr(x, x, data_range=2.0) == math.inf
+    assert psnr(x, x, data_range=2.0) == 100.0  # the ceiling (libvpx/libaom MAX_PSNR)
     with pytest.raises(ValueError, match="data_range > 0"):
         psnr(x, y, data_range=0.0)
     with pytest.raises(ValueError, match="shape"):
@@ -255,7 +255,7 @@ def test_teacher_fidelity_values() -> None:
     assert result["teacher_l1"] == pytest.approx(0.1, rel=1e-6)
     assert result["teacher_mse"] == pytest.approx(0.01, rel=1e-6)
     assert result["teacher_psnr"] == pytest.approx(10 * math.log10(4 / 0.01), rel=1e-6)
-    assert teacher_fidelity(teacher, teacher)["teacher_psnr"] == math.inf
+    assert teacher_fidelity(teacher, teacher)["teacher_psnr"] == 100.0  # capped, finite
 
 
 # ----------------------------------------------------------------------------- summarize

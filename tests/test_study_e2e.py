@@ -106,7 +106,7 @@ def test_run_pareto_export_load(run_cli, tmp_path: Path) -> None:
     )
     rebuilt = evaluator.build(plan)
     loaded = gansearch.load(out)
-    z = evaluator.benchmark.latents(16, seed=5)
+    (z,) = evaluator.benchmark.inputs.batch(16, seed=5).inputs
     with torch.no_grad():
         assert (loaded(z) - rebuilt(z)).abs().max().item() <= 1e-5
     assert manifest["stored_nbytes"] == chosen["stored_bytes"]

@@ -30,6 +30,7 @@ from gansearch.compress.supernet import (
 )
 from gansearch.config import SupernetConfig
 from gansearch.errors import CheckpointError
+from gansearch.inputs import LatentSource
 from tests.toy_models import toy_generator
 
 LATENT_SHAPE = (8,)
@@ -56,7 +57,9 @@ def _config(steps: int, seed: int = 0) -> SupernetRecipe:
 
 @pytest.fixture(scope="module")
 def trained(teacher: nn.Module, structure) -> Supernet:
-    return train_supernet(teacher, None, None, structure, _config(8), latent_shape=LATENT_SHAPE)
+    return train_supernet(
+        teacher, None, None, structure, _config(8), inputs=LatentSource(LATENT_SHAPE)
+    )
 
 
 def _latents(n: int = 32, seed: int = 99) -> torch.Tensor:
@@ -117,7 +120,7 @@ def test_equality_holds_after_bn_recalibration_too(trained: Supernet) -> None:
         trained.structure,
         trained.order,
         trained.ratios,
-        trained.latent_shape,
+        trained.inputs,
     )
     with masked(copy_of, widths) as model:
         recalibrate_batchnorm(model, batches)
@@ -147,7 +150,7 @@ def test_widths_keep_the_most_important_channels_first(teacher: nn.Module, struc
         structure,
         channel_order(teacher, structure, EXAMPLE),
         RATIOS,
-        LATENT_SHAPE,
+        LatentSource(LATENT_SHAPE),
     )
     masks = magnitude_masks(structure, channel_importance(teacher, structure, EXAMPLE), 0.5)
     assert supernet.keep_masks(supernet.widths(0.5)) == masks
@@ -161,9 +164,15 @@ def test_training_is_deterministic_and_leaves_the_teacher_alone(
     teacher: nn.Module, structure
 ) -> None:
     state = copy.deepcopy(teacher.state_dict())
-    first = train_supernet(teacher, None, None, structure, _config(3), latent_shape=LATENT_SHAPE)
-    second = train_supernet(teacher, None, None, structure, _config(3), latent_shape=LATENT_SHAPE)
-    other = train_supernet(teacher, None, None, structure, _config(3, seed=1), latent_shape=(8,))
+    first = train_supernet(
+        teacher, None, None, structure, _config(3), inputs=LatentSource(LATENT_SHAPE)
+    )
+    second = train_supernet(
+        teacher, None, None, structure, _config(3), inputs=LatentSource(LATENT_SHAPE)
+    )
+    other = train_supernet(
+        teacher, None, None, structure, _config(3, seed=1), inputs=LatentSource((8,))
+    )
     for name, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, second.model.state_dict()[name]), name
     assert any(
@@ -181,11 +190,11 @@ def test_training_improves_the_smallest_sub_generator(teacher: nn.Module, struct
         structure,
         channel_order(teacher, structure, EXAMPLE),
         RATIOS,
-        LATENT_SHAPE,
+        LatentSource(LATENT_SHAPE),
     )
     before = _teacher_l1(extract(untrained, untrained.smallest(), batch_size=32), teacher)
     supernet = train_supernet(
-        teacher, None, None, structure, _config(40), latent_shape=LATENT_SHAPE
+        teacher, None, None, structure, _config(40), inputs=LatentSource(LATENT_SHAPE)
     )
     after = _teacher_l1(extract(supernet, supernet.smallest(), batch_size=32), teacher)
     assert after < 0.8 * before
@@ -204,7 +213,7 @@ def test_masking_that_is_not_pruning_is_refused() -> None:
     ).eval()
     structure = describe(model, torch.zeros(2, 4, 1, 1))
     with pytest.raises(SupernetError, match=r"not equivalent to pruning"):
-        train_supernet(model, None, None, structure, _config(1), latent_shape=(4, 1, 1))
+        train_supernet(model, None, None, structure, _config(1), inputs=LatentSource((4, 1, 1)))
 
 
 def test_save_and_load_round_trip(trained: Supernet, teacher: nn.Module, structure, tmp_path):
@@ -220,18 +229,20 @@ def test_save_and_load_round_trip(trained: Supernet, teacher: nn.Module, structu
     section = SupernetConfig(steps=8, ratios=RATIOS, lr=3e-3, batch_size=16, seed=0)
     assert section.recipe() == config
     assert record["recipe"] == section.model_dump(mode="json")
-    loaded = load_supernet(teacher, structure, tmp_path, entry="toy-supernet")
+    loaded = load_supernet(
+        teacher, structure, tmp_path, entry="toy-supernet", inputs=LatentSource(LATENT_SHAPE)
+    )
     assert loaded.order == trained.order and loaded.ratios == RATIOS
     for name, tensor in trained.model.state_dict().items():
         assert torch.equal(tensor, loaded.model.state_dict()[name]), name
 
     with pytest.raises(CheckpointError, match=r"no `other` entry"):
-        load_supernet(teacher, structure, tmp_path, entry="other")
+        load_supernet(teacher, structure, tmp_path, entry="other", inputs=trained.inputs)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["toy-supernet"]["channel_order"]["side"] = [0, 0, 1, 2, 3, 4]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match=r"no valid channel order for group 'side'"):
-        load_supernet(teacher, structure, tmp_path, entry="toy-supernet")
+        load_supernet(teacher, structure, tmp_path, entry="toy-supernet", inputs=trained.inputs)
 
 
 def toy_images() -> torch.Tensor:

@@ -49,16 +49,16 @@ def bench_evaluate(study: str | Path, *, repeats: int = 3) -> dict[str, object]:
     def bare_forwards() -> None:
         with torch.inference_mode():
             for seed in protocol.seeds:
-                images = generate(teacher, scorer.latents[seed], protocol.batch_size)
+                images = generate(teacher, scorer.inputs[seed], protocol.batch_size)
                 if features is not None:
                     for chunk in images.split(protocol.batch_size):
                         features(chunk)
             example = scorer.example_input()
             with num_threads(protocol.latency_threads):
                 for _ in range(protocol.latency_warmup + protocol.latency_runs):
-                    teacher(example)
+                    teacher(*example)
             for _ in range(2):  # the MACs and BitOps counting passes
-                teacher(example)
+                teacher(*example)
 
     timings = _median_seconds(
         {"score": lambda: scorer.score(teacher), "forward": bare_forwards}, repeats

@@ -101,6 +101,7 @@ def bench_supernet(
         structure,
         directory,
         entry=supernet_entry(benchmark),
+        inputs=benchmark.train_inputs,
         hint=f"run `gansearch supernet train {study}`",
     )
     scorer = prepare_scorer(benchmark, config, teacher_fidelity=False)

@@ -69,7 +69,8 @@ def _print_front(report: dict[str, Any]) -> None:
         point = ", ".join(f"{k}={v:g}" for k, v in report["reference_point"]["values"].items())
         out.print(
             f"hypervolume {report['hypervolume']:.4g} against reference ({point}), "
-            "in teacher-relative losses"
+            "in normalised losses (objective / teacher; teacher-fidelity metrics on "
+            "absolute scales)"
         )
     if report["constraints"]:
         out.print(f"feasible = {' and '.join(report['constraints'])}")

@@ -16,10 +16,11 @@ An artifact is a directory (each file written atomically, the manifest last):
   .. code-block:: text
 
       format            "gansearch-artifact"
-      format_version    1
+      format_version    2 (version 1, with one ``input``, is still read)
       gansearch_version the writer's version
       factory           {"reference": "package.module:Callable", "kwargs": {...}}
-      input             {"shape": [1, ...], "dtype": "float32"}   (one sample)
+      inputs            [{"name": "z", "shape": [1, ...], "dtype": "float32"}, ...]
+                        the generator's positional inputs (one sample each)
       structure         GeneratorStructure.to_dict() of the teacher
       plan              CompressionPlan.to_dict()
       encoding          encoding_manifest() minus its plan: per-layer spec / shape /
@@ -27,7 +28,7 @@ An artifact is a directory (each file written atomically, the manifest last):
                         the name, dtype and shape of every stored tensor
       stored_nbytes     predicted payload bytes of weights.safetensors
       metrics           the caller's metrics (JSON numbers / strings), or {}
-      onnx              {"file", "opset", "input_name", "output_name"}
+      onnx              {"file", "opset", "input_names", "output_name"}
       files             {file name: {"sha256", "bytes"}} for the weights and ONNX files
       manifest_sha256   SHA-256 of the canonical JSON of every other manifest key
 
@@ -70,7 +71,7 @@ import json
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ from gansearch.compress.manifest import (
     check_reference,
     file_record,
     manifest_digest,
+    manifest_inputs,
     one_line,
     read_manifest,
     verified_files,
@@ -126,7 +128,6 @@ __all__ = [
 ]
 
 ONNX_OPSET = 17
-ONNX_INPUT_NAME = "input"
 ONNX_OUTPUT_NAME = "output"
 _REBUILD_SEED = 0
 
@@ -136,7 +137,8 @@ def export(
     path: str | Path,
     *,
     metrics: Mapping[str, Any] | None = None,
-    example_input: Tensor | None = None,
+    example_input: Tensor | tuple[Tensor, ...] | None = None,
+    input_names: Sequence[str] | None = None,
     teacher_factory: str | None = None,
     teacher_kwargs: Mapping[str, Any] | None = None,
     force: bool = False,
@@ -148,8 +150,11 @@ def export(
         path: Target directory. A missing or empty directory is written, a previous
             artifact there is replaced; anything else is refused unless ``force``.
         metrics: JSON-able scores to record (e.g. ``{"fid": 12.3}``); NaN is refused.
-        example_input: A batch the generator accepts (one tensor). Defaults to one
+        example_input: A batch the generator accepts: one tensor, or a tuple of tensors
+            for a generator with several inputs (e.g. ``(z, labels)``). Defaults to one
             standard-normal sample of ``module.latent_shape`` when the module has it.
+        input_names: The inputs' names in the manifest and the ONNX graph; defaults to
+            ``input`` (one input) or ``input0``, ``input1``, ...
         teacher_factory: ``"package.module:Callable"`` building the unpruned teacher;
             defaults to the module's own class, called without arguments.
         teacher_kwargs: JSON-able keyword arguments of ``teacher_factory``.
@@ -172,6 +177,7 @@ def export(
     target = Path(path)
     check_target(target, force=force)
     example = _example_input(compressed.module, example_input)
+    names = _input_names(input_names, len(example))
     reference = teacher_factory or _default_reference(compressed.module)
     kwargs = dict(teacher_kwargs or {})
     check_reference(reference)
@@ -184,7 +190,10 @@ def export(
         "format_version": FORMAT_VERSION,
         "gansearch_version": _gansearch_version(),
         "factory": {"reference": reference, "kwargs": kwargs},
-        "input": {"shape": [1, *example.shape[1:]], "dtype": str(example.dtype).split(".")[-1]},
+        "inputs": [
+            {"name": name, "shape": [1, *part.shape[1:]], "dtype": str(part.dtype).split(".")[-1]}
+            for name, part in zip(names, example, strict=True)
+        ],
         "structure": compressed.structure.to_dict(),
         "plan": compressed.plan.to_dict(),
         "encoding": encoding,
@@ -193,7 +202,7 @@ def export(
         "onnx": {
             "file": ONNX_FILE,
             "opset": ONNX_OPSET,
-            "input_name": ONNX_INPUT_NAME,
+            "input_names": list(names),
             "output_name": ONNX_OUTPUT_NAME,
         },
     }
@@ -206,7 +215,7 @@ def export(
         from safetensors.torch import save_file
 
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
-        _export_onnx(compressed.module, example[:1], staging / ONNX_FILE)
+        _export_onnx(compressed.module, tuple(p[:1] for p in example), names, staging / ONNX_FILE)
         for name in (WEIGHTS_FILE, ONNX_FILE):
             (staging / name).chmod(0o644)  # as write_atomic leaves the manifest
         staging.chmod(0o755)  # mkdtemp's 0o700 would stay on a new artifact folder
@@ -220,7 +229,21 @@ def export(
     return target
 
 
-def _example_input(module: nn.Module, example_input: Tensor | None) -> Tensor:
+def _input_names(names: Sequence[str] | None, count: int) -> tuple[str, ...]:
+    if names is None:
+        return ("input",) if count == 1 else tuple(f"input{i}" for i in range(count))
+    names = tuple(names)
+    if len(names) != count or len(set(names)) != count or ONNX_OUTPUT_NAME in names:
+        raise ArtifactError(
+            f"`input_names` must name each of the {count} input(s) once (not "
+            f"{ONNX_OUTPUT_NAME!r}), but got {list(names)}."
+        )
+    return names
+
+
+def _example_input(
+    module: nn.Module, example_input: Tensor | tuple[Tensor, ...] | None
+) -> tuple[Tensor, ...]:
     if example_input is None:
         latent_shape = getattr(module, "latent_shape", None)
         if latent_shape is None:
@@ -229,13 +252,19 @@ def _example_input(module: nn.Module, example_input: Tensor | None) -> Tensor:
                 "`example_input=` (a batch the generator accepts) to export."
             )
         generator = torch.Generator().manual_seed(_REBUILD_SEED)
-        return torch.randn((1, *latent_shape), generator=generator)
-    if not isinstance(example_input, Tensor) or example_input.dim() < 1:
+        return (torch.randn((1, *latent_shape), generator=generator),)
+    parts = example_input if isinstance(example_input, tuple) else (example_input,)
+    if not parts or not all(isinstance(p, Tensor) and p.dim() >= 1 for p in parts):
         raise ArtifactError(
-            f"`example_input` must be one batched tensor, but got {type(example_input).__name__}; "
-            "artifacts support generators with a single tensor input."
+            "`example_input` must be a batched tensor or a tuple of them, but got "
+            f"{type(example_input).__name__}."
         )
-    return example_input.detach()
+    if any(p.dtype not in INPUT_DTYPES.values() for p in parts):
+        raise ArtifactError(
+            f"`example_input` dtypes must be among {', '.join(INPUT_DTYPES)}, but got "
+            f"{[str(p.dtype) for p in parts]}."
+        )
+    return tuple(p.detach() for p in parts)
 
 
 def _default_reference(module: nn.Module) -> str:
@@ -250,7 +279,10 @@ def _default_reference(module: nn.Module) -> str:
 
 
 def _check_factory_rebuilds(
-    reference: str, kwargs: dict[str, Any], structure: GeneratorStructure, example: Tensor
+    reference: str,
+    kwargs: dict[str, Any],
+    structure: GeneratorStructure,
+    example: tuple[Tensor, ...],
 ) -> None:
     skeleton = build_skeleton(*skeleton_factory(reference, factory=reference), kwargs)
     try:
@@ -280,7 +312,9 @@ def _structure_key(structure: GeneratorStructure) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def _export_onnx(module: nn.Module, example: Tensor, destination: Path) -> None:
+def _export_onnx(
+    module: nn.Module, example: tuple[Tensor, ...], names: Sequence[str], destination: Path
+) -> None:
     """Write the deployment form (weights baked, BatchNorm folded) as a float ONNX graph."""
     baked = deployment_copy(module)
     try:
@@ -288,13 +322,13 @@ def _export_onnx(module: nn.Module, example: Tensor, destination: Path) -> None:
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 baked,
-                (example,),
+                example,
                 str(destination),
                 dynamo=False,
                 opset_version=ONNX_OPSET,
-                input_names=[ONNX_INPUT_NAME],
+                input_names=list(names),
                 output_names=[ONNX_OUTPUT_NAME],
-                dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, ONNX_OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={name: {0: "batch"} for name in (*names, ONNX_OUTPUT_NAME)},
             )
     except Exception as error:  # noqa: BLE001 - any exporter failure is reported in one line
         raise ArtifactError(
@@ -370,8 +404,7 @@ def _rebuild(
             f"{one_line(error)}); export the artifact again."
         ) from None
     kwargs = dict(manifest["factory"]["kwargs"])
-    input_shape = tuple(manifest["input"]["shape"])
-    input_dtype = INPUT_DTYPES[manifest["input"]["dtype"]]
+    inputs = manifest_inputs(where, manifest)
     layer_specs: dict[str, Any] = manifest["encoding"]["weights"]
     listed: dict[str, Any] = manifest["encoding"]["tensors"]
 
@@ -397,7 +430,12 @@ def _rebuild(
         for parameter in skeleton.parameters():
             parameter.zero_()
     generator = torch.Generator().manual_seed(_REBUILD_SEED)
-    example = torch.randn(input_shape, generator=generator).to(input_dtype)
+    example = tuple(
+        torch.randn(shape, generator=generator).to(INPUT_DTYPES[dtype])
+        if INPUT_DTYPES[dtype].is_floating_point
+        else torch.zeros(shape, dtype=INPUT_DTYPES[dtype])
+        for _, shape, dtype in inputs
+    )
     try:
         rebuilt = apply_plan(skeleton, plan, example, structure=structure)
     except Exception as error:  # noqa: BLE001 - the factory does not fit the structure

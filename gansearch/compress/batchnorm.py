@@ -1,8 +1,8 @@
-"""Post-hoc BatchNorm recalibration of a generator on seeded latent batches.
+"""Post-hoc BatchNorm recalibration of a generator on seeded input batches.
 
 Pruning a generator, or taking a sub-generator of a once-for-all supernet, shifts the
 input distribution of every BatchNorm, and running statistics shared by all widths fit
-none of them. Re-estimating the statistics on a few latent batches (no training) is the
+none of them. Re-estimating the statistics on a few input batches (no training) is the
 post-hoc BN calibration of Yu & Huang, "Universally Slimmable Networks and Improved
 Training Techniques" (ICCV 2019).
 """
@@ -14,17 +14,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from gansearch.compress.batches import Inputs, InputSampler, as_inputs
 
-def calibration_latents(
-    latent_shape: Sequence[int], batches: int, batch_size: int, seed: int
-) -> list[Tensor]:
-    """``batches`` standard-normal latent batches from their own seeded generator."""
+
+def calibration_batches(
+    sampler: InputSampler, batches: int, batch_size: int, seed: int
+) -> list[Inputs]:
+    """``batches`` input batches drawn from ``sampler`` with their own seeded generator."""
     generator = torch.Generator().manual_seed(seed)
-    return [torch.randn((batch_size, *latent_shape), generator=generator) for _ in range(batches)]
+    return [sampler.sample(batch_size, generator) for _ in range(batches)]
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> nn.Module:
+def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Inputs | Tensor]) -> nn.Module:
     """Recompute every BatchNorm's running statistics of ``model`` in place (no training).
 
     The statistics become the exact average over ``batches`` (cumulative moving average,
@@ -43,7 +45,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> nn.Mod
         norm.train()
     try:
         for batch in batches:
-            model(batch)
+            model(*as_inputs(batch))
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum

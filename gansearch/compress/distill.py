@@ -1,7 +1,7 @@
 """Knowledge-distillation fine-tuning of a compressed generator (survey Eq. 1-8).
 
 A student generator (pruned, factorised and/or fake-quantised copy of the teacher) is
-trained to mimic the frozen teacher on the same latents, under the weighted sum of the
+trained to mimic the frozen teacher on the same inputs, under the weighted sum of the
 survey's knowledge-distillation terms
 (:class:`~gansearch.compress.distill_loss.DistillationLoss`).
 
@@ -10,7 +10,7 @@ parametrisations' own parameters (e.g. shared codebook centroids), and the stude
 training mode, so gradients reach the float weights through the straight-through
 estimator of :mod:`gansearch.compress.fakequant`.
 
-Determinism: latents and the real-data order come from their own ``torch.Generator``
+Determinism: input batches and the real-data order come from their own ``torch.Generator``
 seeded from ``recipe.seed``; the initialisation of the learned mappings runs under
 ``torch.random.fork_rng`` with the same seed, so the global RNG is neither used nor
 changed. A run that produces a non-finite loss, output or parameter stops with
@@ -20,12 +20,13 @@ changed. A run that produces a non-finite loss, output or parameter stops with
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from gansearch.compress.batches import InputSampler, draw, zeros_like
 from gansearch.compress.distill_loss import (
     ADAM_BETAS,
     DistillationError,
@@ -139,7 +140,7 @@ def distill(
     data: Tensor | None,
     recipe: DistillRecipe,
     *,
-    latent_shape: Sequence[int],
+    inputs: InputSampler,
     progress: Progress | None = None,
 ) -> DistillResult:
     """Fine-tune a copy of ``student`` to mimic ``teacher`` for ``recipe.steps`` steps.
@@ -156,7 +157,8 @@ def distill(
         data: Real images for the discriminator update (``discriminator_lr > 0``), else
             unused and may be ``None``.
         recipe: Steps, learning rate, batch size, seed and loss weights.
-        latent_shape: Shape of one generator input, e.g. ``(64, 1, 1)``.
+        inputs: Draws the generators' input batches (latents, images, ...; see
+            :mod:`gansearch.compress.batches`) from the training split.
         progress: Called as ``progress(step, steps, losses)`` after each step.
 
     Returns:
@@ -169,10 +171,9 @@ def distill(
             no real data, an unknown feature layer).
     """
     losses = recipe.losses
-    latent_shape = tuple(latent_shape)
     student = copy.deepcopy(student)
-    latent_rng = torch.Generator().manual_seed(recipe.seed)
-    example = torch.zeros((2, *latent_shape))
+    input_rng = torch.Generator().manual_seed(recipe.seed)
+    example = zeros_like(draw(inputs, 1, seed=0))
     loss = DistillationLoss(student, teacher, discriminator, losses, example, seed=recipe.seed)
     batches = None
     if loss.adversary is not None:
@@ -190,9 +191,9 @@ def distill(
     student.train()
     with FeatureTap(student, loss.feature_layers) as tap:
         for step in range(1, recipe.steps + 1):
-            latents = torch.randn((recipe.batch_size, *latent_shape), generator=latent_rng)
-            targets = loss.targets(latents)
-            images = student(latents)
+            batch = inputs.sample(recipe.batch_size, input_rng)
+            targets = loss.targets(batch)
+            images = student(*batch)
             check_finite(images, "the student's output", step, recipe.lr)
             terms = loss.terms(images, tap.outputs, targets)
             total = loss.total(terms)

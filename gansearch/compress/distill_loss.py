@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gansearch.compress.batches import Inputs, as_inputs
 from gansearch.compress.dependency import COMPRESSIBLE_TYPES, NORM_TYPES
 from gansearch.compress.recipes import DistillLosses
 from gansearch.errors import GansearchError
@@ -197,7 +198,7 @@ def _frozen_copy(module: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True, eq=False)
 class TeacherTargets:
-    """What the teacher side contributes for one latent batch (no gradients)."""
+    """What the teacher side contributes for one input batch (no gradients)."""
 
     images: Tensor
     features: Mapping[str, Tensor]
@@ -218,7 +219,7 @@ class DistillationLoss:
         discriminator: The teacher's discriminator; needed by the adversarial, class and
             perceptual terms.
         losses: Which terms, with which weights.
-        example_input: A latent batch the generators accept (for shapes only).
+        example_input: An input batch the generators accept (for shapes only).
         seed: Seed of the mappings' initialisation (under ``torch.random.fork_rng``).
     """
 
@@ -228,7 +229,7 @@ class DistillationLoss:
         teacher: nn.Module,
         discriminator: nn.Module | None,
         losses: DistillLosses,
-        example_input: Tensor,
+        example_input: Inputs | Tensor,
         *,
         seed: int,
     ) -> None:
@@ -272,10 +273,10 @@ class DistillationLoss:
         return self.mappings.parameters()
 
     @torch.no_grad()
-    def targets(self, latents: Tensor) -> TeacherTargets:
+    def targets(self, inputs: Inputs | Tensor) -> TeacherTargets:
         """Teacher images, teacher features and fixed-discriminator features of them."""
         with FeatureTap(self.teacher, self.feature_layers) as tap:
-            images = self.teacher(latents)
+            images = self.teacher(*as_inputs(inputs))
         critic_features: tuple[Tensor, ...] = ()
         critic_logits = None
         if self.critic is not None and (
@@ -344,14 +345,14 @@ def _key(layer: str) -> str:
 
 @torch.no_grad()
 def _feature_shapes(
-    student: nn.Module, teacher: nn.Module, layers: Sequence[str], example_input: Tensor
+    student: nn.Module, teacher: nn.Module, layers: Sequence[str], example_input: Inputs | Tensor
 ) -> dict[str, tuple[torch.Size, torch.Size]]:
     """(student shape, teacher shape) of each matched layer's output, from one forward."""
     probe = copy.deepcopy(student).eval()  # never touch the student's BN statistics
     with FeatureTap(probe, layers) as student_tap:
-        probe(example_input)
+        probe(*as_inputs(example_input))
     with FeatureTap(teacher, layers) as teacher_tap:
-        teacher(example_input)
+        teacher(*as_inputs(example_input))
     shapes = {}
     for name in layers:
         outputs = (student_tap.outputs.get(name), teacher_tap.outputs.get(name))

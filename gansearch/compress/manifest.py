@@ -36,7 +36,10 @@ from torch import Tensor
 from gansearch.errors import GansearchError
 
 FORMAT_NAME = "gansearch-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 records every generator input (``inputs``); version 1 (one tensor input,
+``input``) is still read."""
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -51,11 +54,14 @@ REFERENCE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_FILE_BYTES = 4 << 30
 MAX_INPUT_ELEMENTS = 1 << 24
+MAX_INPUTS = 16
 INPUT_DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
     "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
 }
 """The input dtypes an artifact may record (a fixed list: never ``getattr(torch, name)``)."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -110,9 +116,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             f"{where}: {MANIFEST_FILE} is not a {FORMAT_NAME} manifest; check the path."
         )
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ArtifactError(
-            f"{where}: `format_version == {FORMAT_VERSION}` must hold, but got "
+            f"{where}: `format_version` must be one of {list(READABLE_VERSIONS)}, but got "
             f"{brief(version)}; load it with the gansearch version that wrote it."
         )
     try:
@@ -178,22 +184,12 @@ def file_record(file: Path) -> dict[str, Any]:
 
 def check_manifest(where: str, manifest: Mapping[str, Any]) -> None:
     """Check the type of every manifest entry the loader reads (one line per problem)."""
-    for key in ("factory", "input", "structure", "plan", "encoding", "metrics", "onnx", "files"):
+    for key in ("factory", "structure", "plan", "encoding", "metrics", "onnx", "files"):
         _expect(where, key, manifest.get(key), dict)
-    factory, shape_input = manifest["factory"], manifest["input"]
+    factory = manifest["factory"]
     _expect(where, "factory.reference", factory.get("reference"), str)
     _expect(where, "factory.kwargs", factory.get("kwargs"), dict)
-    shape = _int_list(where, "input.shape", shape_input.get("shape"), minimum=1)
-    if not 1 <= len(shape) <= 8 or math.prod(shape) > MAX_INPUT_ELEMENTS:
-        raise ArtifactError(
-            f"{where}: `input.shape` must have 1..8 axes and at most {MAX_INPUT_ELEMENTS} "
-            f"elements, but got {brief(shape)}; the manifest is corrupt - export it again."
-        )
-    if shape_input.get("dtype") not in INPUT_DTYPES:
-        raise ArtifactError(
-            f"{where}: `input.dtype` must be one of {', '.join(INPUT_DTYPES)}, but got "
-            f"{brief(shape_input.get('dtype'))}; the manifest is corrupt - export it again."
-        )
+    manifest_inputs(where, manifest)
     _expect(where, "stored_nbytes", manifest.get("stored_nbytes"), int)
     encoding = manifest["encoding"]
     _expect(where, "encoding.weights", encoding.get("weights"), dict)
@@ -224,6 +220,41 @@ def check_manifest(where: str, manifest: Mapping[str, Any]) -> None:
             f"{where}: `onnx.file` {brief(onnx_file)} is not a file the manifest lists; the "
             "manifest is corrupt - export it again."
         )
+
+
+def manifest_inputs(where: str, manifest: Mapping[str, Any]) -> list[tuple[str, list[int], str]]:
+    """``(name, shape of one sample batch, dtype)`` of each generator input, checked.
+
+    Version 2 lists them under ``inputs``; version 1 had one ``input`` named ``"input"``.
+    """
+    if manifest.get("format_version") == 1:
+        entry = _expect(where, "input", manifest.get("input"), dict)
+        records = [{"name": "input", **entry}]
+    else:
+        records = _expect(where, "inputs", manifest.get("inputs"), list)
+        if not 1 <= len(records) <= MAX_INPUTS:
+            raise ArtifactError(
+                f"{where}: `inputs` must list 1..{MAX_INPUTS} inputs, but got {len(records)}; "
+                "the manifest is corrupt - export it again."
+            )
+    inputs = []
+    for index, record in enumerate(records):
+        key = f"inputs[{index}]"
+        _expect(where, key, record, dict)
+        name = _expect(where, f"{key}.name", record.get("name"), str)
+        shape = _int_list(where, f"{key}.shape", record.get("shape"), minimum=1)
+        if not 1 <= len(shape) <= 8 or math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ArtifactError(
+                f"{where}: `{key}.shape` must have 1..8 axes and at most {MAX_INPUT_ELEMENTS} "
+                f"elements, but got {brief(shape)}; the manifest is corrupt - export it again."
+            )
+        if record.get("dtype") not in INPUT_DTYPES:
+            raise ArtifactError(
+                f"{where}: `{key}.dtype` must be one of {', '.join(INPUT_DTYPES)}, but got "
+                f"{brief(record.get('dtype'))}; the manifest is corrupt - export it again."
+            )
+        inputs.append((name, shape, record["dtype"]))
+    return inputs
 
 
 def check_file_name(where: str, name: Any) -> None:

@@ -66,9 +66,10 @@ def encoded_state(compressed: CompressedGenerator) -> dict[str, torch.Tensor]:
       ``running_var``: in the plan's ``norm_dtype``;
     * activation ranges: the float32 ``lo`` / ``hi`` buffers of each input quantiser,
       under their state_dict names (``f"{module}.input_quant.lo"`` / ``.hi``);
-    * any other parameter or buffer: unchanged, under its state_dict name.
+    * any other parameter or persistent buffer: unchanged, under its state_dict name.
 
-    ``num_batches_tracked`` is not stored. The sum of the tensors' sizes is
+    Non-persistent buffers (not in ``state_dict()``; the constructor rebuilds them) and
+    ``num_batches_tracked`` are not stored. The sum of the tensors' sizes is
     :meth:`~gansearch.compress.apply.CompressedGenerator.stored_nbytes`.
     """
     model = compressed.module
@@ -95,10 +96,12 @@ def encoded_state(compressed: CompressedGenerator) -> dict[str, torch.Tensor]:
             if tensor is not None:
                 state[f"{norm.name}.{key}"] = tensor.detach().to(dtype)
                 covered.add(id(tensor))
+    # What is stored is what state_dict() holds: a non-persistent buffer is rebuilt by the
+    # module's constructor, as gansearch.evaluators.cost.stored_bytes counts it.
+    rest = {id(t) for t in model.state_dict(keep_vars=True).values()} - covered
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if id(tensor) in covered or name.endswith("num_batches_tracked"):
-            continue
-        state[name] = tensor.detach()
+        if id(tensor) in rest and not name.endswith("num_batches_tracked"):
+            state[name] = tensor.detach()
     return state
 
 

@@ -19,7 +19,7 @@ distilled into a weight-sharing supernet initialised from the teacher itself:
    :func:`train_supernet` verifies it on the given generator before training).
 3. **Sandwich rule** (Yu & Huang, "Universally Slimmable Networks and Improved Training
    Techniques", ICCV 2019). Each step accumulates the gradients of the largest, the
-   smallest and one random width vector (one ratio drawn per group) on the same latents,
+   smallest and one random width vector (one ratio drawn per group) on the same inputs,
    then takes one optimiser step. Each is distilled from the teacher with
    :class:`~gansearch.compress.distill_loss.DistillationLoss` (default: pixel + feature terms,
    survey Eq. 2 and 6-7; the learned 1x1 feature mappings are shared across widths).
@@ -27,7 +27,7 @@ distilled into a weight-sharing supernet initialised from the teacher itself:
    :func:`~gansearch.compress.prune.prune_channels` (keep-masks = first ``w`` channels in
    importance order): instant, no weight training. BatchNorm running statistics are shared
    by all widths during training and fit none of them exactly, so :func:`extract`
-   recalibrates them on a few seeded latent batches (post-hoc BN statistics, Yu & Huang,
+   recalibrates them on a few seeded input batches (post-hoc BN statistics, Yu & Huang,
    ICCV 2019). ``calibration_batches=0`` skips it.
 
 Weights are stored as safetensors with the channel order per group in the JSON manifest
@@ -52,7 +52,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gansearch.compress.batchnorm import calibration_latents, recalibrate_batchnorm
+from gansearch.compress.batches import Inputs, InputSampler, draw, zeros_like
+from gansearch.compress.batchnorm import calibration_batches as draw_batches
+from gansearch.compress.batchnorm import recalibrate_batchnorm
 from gansearch.compress.distill import (
     Progress,
     check_finite,
@@ -89,14 +91,14 @@ class Supernet:
         order: Group name -> channel indices, most important first; width ``w`` keeps the
             first ``w``.
         ratios: The width ratios it was trained for, ascending.
-        latent_shape: Shape of one generator input.
+        inputs: Draws the generator's inputs (training, calibration and tracing).
     """
 
     model: nn.Module
     structure: GeneratorStructure
     order: Mapping[str, tuple[int, ...]]
     ratios: tuple[float, ...]
-    latent_shape: tuple[int, ...]
+    inputs: InputSampler
 
     def widths(self, ratio: float | Mapping[str, float]) -> dict[str, int]:
         """Group name -> width for one ratio (or one ratio per group; missing = 1.0)."""
@@ -136,9 +138,9 @@ class Supernet:
             masks[name] = tuple(i in kept for i in range(group.num_channels))
         return masks
 
-    def example_input(self, batch_size: int = 2) -> Tensor:
-        """A zero latent batch (for tracing the dependency graph)."""
-        return torch.zeros((batch_size, *self.latent_shape))
+    def example_input(self, batch_size: int = 2) -> Inputs:
+        """A zero input batch (for tracing the dependency graph)."""
+        return zeros_like(draw(self.inputs, 1, seed=0), batch_size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def extract(
 
     Pruned with :func:`~gansearch.compress.prune.prune_channels` (keep-masks = the first
     ``w`` channels of each group in importance order), then its BatchNorm statistics are
-    recalibrated on ``calibration_batches`` seeded latent batches (0 = keep the shared
+    recalibrated on ``calibration_batches`` seeded input batches (0 = keep the shared
     statistics). No weight is trained. The supernet is not modified.
     """
     masks = supernet.keep_masks(widths)
@@ -213,7 +215,7 @@ def extract(
     sub = prune_channels(model, supernet.structure, masks, supernet.example_input()).eval()
     if calibration_batches > 0:
         recalibrate_batchnorm(
-            sub, calibration_latents(supernet.latent_shape, calibration_batches, batch_size, seed)
+            sub, draw_batches(supernet.inputs, calibration_batches, batch_size, seed)
         )
     return sub
 
@@ -222,14 +224,14 @@ def check_masking_is_pruning(
     supernet: Supernet, widths: Mapping[str, int], atol: float = 1e-4
 ) -> None:
     """Raise :class:`SupernetError` unless masked and extracted outputs agree (eval mode)."""
-    latents = calibration_latents(supernet.latent_shape, 1, 8, seed=0)[0]
+    batch = draw_batches(supernet.inputs, 1, 8, seed=0)[0]
     was_training = supernet.model.training
     supernet.model.eval()
     try:
         with torch.no_grad(), masked(supernet, widths) as model:
-            expected = model(latents)
+            expected = model(*batch)
         with torch.no_grad():
-            actual = extract(supernet, widths, calibration_batches=0)(latents)
+            actual = extract(supernet, widths, calibration_batches=0)(*batch)
     finally:
         supernet.model.train(was_training)
     error = (expected - actual).abs().max().item()
@@ -254,7 +256,7 @@ def train_supernet(
     recipe: SupernetRecipe,
     progress: Progress | None = None,
     *,
-    latent_shape: Sequence[int],
+    inputs: InputSampler,
 ) -> Supernet:
     """Distil ``teacher`` into a once-for-all supernet initialised from it.
 
@@ -270,7 +272,7 @@ def train_supernet(
         structure: ``describe(teacher, example_input)``.
         recipe: Steps, ratios, learning rate, batch size, seed and loss weights.
         progress: Called as ``progress(step, steps, losses)`` after each step.
-        latent_shape: Shape of one generator input.
+        inputs: Draws the generator's input batches (from the training split).
 
     Returns:
         The trained :class:`Supernet` (model in eval mode, BN statistics shared).
@@ -279,12 +281,12 @@ def train_supernet(
         DistillationDiverged: at a non-finite loss, output or parameter.
         SupernetError: when zeroing channels is not equivalent to pruning them here.
     """
-    latent_shape = tuple(latent_shape)
     model = copy.deepcopy(teacher)
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    order = channel_order(teacher, structure, torch.zeros((2, *latent_shape)))
-    supernet = Supernet(model, structure, order, tuple(recipe.ratios), latent_shape)
+    example = zeros_like(draw(inputs, 1, seed=0))
+    order = channel_order(teacher, structure, example)
+    supernet = Supernet(model, structure, order, tuple(recipe.ratios), inputs)
     check_masking_is_pruning(supernet, supernet.smallest())
     loss = DistillationLoss(
         model, teacher, discriminator, recipe.losses, supernet.example_input(), seed=recipe.seed
@@ -300,20 +302,20 @@ def train_supernet(
             data, recipe.batch_size, torch.Generator().manual_seed(data_seed(recipe.seed))
         )
     sampler = WidthSampler(supernet, recipe.seed)
-    latent_rng = torch.Generator().manual_seed(recipe.seed)
+    input_rng = torch.Generator().manual_seed(recipe.seed)
     optimizer = torch.optim.Adam(
         [*model.parameters(), *loss.parameters()], lr=recipe.lr, betas=ADAM_BETAS
     )
     model.train()
     with ChannelMasker(model, structure) as masker, FeatureTap(model, loss.feature_layers) as tap:
         for step in range(1, recipe.steps + 1):
-            latents = torch.randn((recipe.batch_size, *latent_shape), generator=latent_rng)
-            targets = loss.targets(latents)
+            batch = inputs.sample(recipe.batch_size, input_rng)
+            targets = loss.targets(batch)
             optimizer.zero_grad(set_to_none=True)
             record: dict[str, float] = {}
             for name, widths in zip(SANDWICH, sampler.sandwich(), strict=True):
                 masker.set_masks(supernet.keep_masks(widths))
-                images = model(latents)
+                images = model(*batch)
                 check_finite(images, f"the {name} sub-generator's output", step, recipe.lr)
                 terms = loss.terms(images, tap.outputs, targets)
                 total = loss.total(terms)
@@ -367,7 +369,6 @@ def save_supernet(
             "seed": config.seed,
             "recipe": config.to_dict(),
             "ratios": list(supernet.ratios),
-            "latent_shape": list(supernet.latent_shape),
             "channel_order": {name: list(order) for name, order in supernet.order.items()},
             "sha256": {"supernet": digest},
             "teacher_sha256": teacher_sha256,
@@ -386,6 +387,7 @@ def load_supernet(
     directory: Path,
     *,
     entry: str,
+    inputs: InputSampler,
     hint: str = "",
 ) -> Supernet:
     """Load a supernet saved by :func:`save_supernet` into a copy of ``teacher``'s architecture.
@@ -416,7 +418,7 @@ def load_supernet(
         structure,
         order,
         tuple(float(r) for r in record["ratios"]),
-        tuple(int(s) for s in record["latent_shape"]),
+        inputs,
     )
 
 
@@ -466,7 +468,7 @@ def compare_with_magnitude_pruning(
 ) -> list[WidthComparison]:
     """Score sub-generators against the same-width L1-magnitude-pruned teacher.
 
-    Neither side is fine-tuned. Both get the same BatchNorm recalibration (same latent
+    Neither side is fine-tuned. Both get the same BatchNorm recalibration (same input
     batches); the pruned teacher is also scored without it. The magnitude baseline is
     Li et al., "Pruning Filters for Efficient ConvNets" (ICLR 2017), via
     :func:`~gansearch.compress.importance.magnitude_masks`.
@@ -476,7 +478,7 @@ def compare_with_magnitude_pruning(
     """
     structure = supernet.structure
     importance = channel_importance(teacher, structure, supernet.example_input())
-    batches = calibration_latents(supernet.latent_shape, calibration_batches, batch_size, seed)
+    batches = draw_batches(supernet.inputs, calibration_batches, batch_size, seed)
     results = []
     for ratio in ratios:
         widths = supernet.widths(ratio)
