@@ -126,9 +126,12 @@ _FIDELITY_EXAMPLE = {
     "teacher_mse": "teacher_mse <= 0.004",
     "teacher_psnr": "teacher_psnr >= 30",
 }
+_NUMBER = r"[0-9.eE+-]+"
 _CONSTRAINT = re.compile(
-    r"^\s*(?P<metric>[a-z_][a-z0-9_]*)\s*(?P<op><=|>=)\s*"
-    r"(?:(?P<factor>[0-9.eE+-]+)\s*\*\s*teacher|(?P<value>[0-9.eE+-]+)\s*(?P<unit>[KMG]?B?))\s*$"
+    rf"^\s*(?P<metric>[a-z_][a-z0-9_]*)\s*(?P<op><=|>=)\s*"
+    rf"(?:(?P<factor>{_NUMBER})\s*\*\s*teacher"
+    rf"|(?P<plain>teacher)(?:\s*(?P<sign>[+-])\s*(?P<offset>{_NUMBER}))?"
+    rf"|(?P<value>{_NUMBER})\s*(?P<unit>[KMG]?B?))\s*$"
 )
 
 
@@ -136,8 +139,10 @@ _CONSTRAINT = re.compile(
 class Constraint:
     """``metric <= bound`` or ``metric >= bound``, the bound absolute or relative to the teacher.
 
-    Written in a study file as ``"fid <= 1.10 * teacher"`` or ``"stored_bytes <= 64KB"``
-    (units: K/M/G = 1e3/1e6/1e9, B = bytes, KB/MB/GB = 1024-based). The bound must be a
+    Written in a study file as ``"fid <= 1.10 * teacher"``, ``"psnr >= teacher - 0.5"``
+    (an offset from the teacher, e.g. the field's "PSNR drop of at most 0.5 dB") or
+    ``"stored_bytes <= 64KB"`` (units: K/M/G = 1e3/1e6/1e9, B = bytes, KB/MB/GB =
+    1024-based). The bound is ``factor * teacher + offset`` when relative. The bound must be a
     finite number, and absolute for the :data:`FIDELITY_METRICS` (``"teacher_psnr >= 30"``).
     :meth:`violation` follows Optuna's ``constraints_func`` convention: a value <= 0 means
     satisfied.
@@ -147,20 +152,22 @@ class Constraint:
     op: Literal["<=", ">="]
     bound: float
     relative_to_teacher: bool
+    offset: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> Constraint:
         match = _CONSTRAINT.match(text)
         if match is None:
             raise ValueError(
-                f"cannot read constraint {text!r}; write e.g. 'fid <= 1.10 * teacher' "
-                "or 'stored_bytes <= 64KB' (units: B, K, M, G, KB, MB, GB)"
+                f"cannot read constraint {text!r}; write e.g. 'fid <= 1.10 * teacher', "
+                "'psnr >= teacher - 0.5' or 'stored_bytes <= 64KB' (units: B, K, M, G, KB, MB, "
+                "GB)"
             )
         name = match["metric"]
         if name not in METRICS:
             known = ", ".join(sorted(METRICS))
             raise ValueError(f"unknown metric {name!r} in constraint {text!r}; known: {known}")
-        relative = match["factor"] is not None
+        relative = match["factor"] is not None or match["plain"] is not None
         if relative and name in FIDELITY_METRICS:
             raise ValueError(
                 f"constraint {text!r} is relative to the teacher, but {name!r} compares with "
@@ -168,20 +175,26 @@ class Constraint:
                 f"bound, e.g. {_FIDELITY_EXAMPLE[name]!r}"
             )
         try:
-            bound = float(match["factor"]) if relative else float(match["value"])
+            if relative:
+                bound = float(match["factor"]) if match["factor"] is not None else 1.0
+                offset = float(match["offset"] or 0.0) * (-1.0 if match["sign"] == "-" else 1.0)
+            else:
+                bound, offset = float(match["value"]), 0.0
         except ValueError:
             raise ValueError(f"cannot read the number in constraint {text!r}") from None
         if not relative:
             bound *= _UNITS[match["unit"]]
-        if not math.isfinite(bound):
+        if not (math.isfinite(bound) and math.isfinite(offset)):
             raise ValueError(
                 f"the bound of constraint {text!r} is not a finite number; write a finite one "
                 "or remove the constraint"
             )
-        return cls(name, match["op"], bound, relative)  # type: ignore[arg-type]
+        return cls(name, match["op"], bound, relative, offset)  # type: ignore[arg-type]
 
     def threshold(self, teacher: Mapping[str, float]) -> float:
-        return self.bound * teacher[self.metric] if self.relative_to_teacher else self.bound
+        if not self.relative_to_teacher:
+            return self.bound
+        return self.bound * teacher[self.metric] + self.offset
 
     def violation(self, values: Mapping[str, float], teacher: Mapping[str, float]) -> float:
         """How far ``values`` is from satisfying the constraint (<= 0: satisfied)."""
@@ -190,5 +203,8 @@ class Constraint:
         return excess / abs(limit) if limit != 0 else excess
 
     def __str__(self) -> str:
-        bound = f"{self.bound:g} * teacher" if self.relative_to_teacher else f"{self.bound:g}"
-        return f"{self.metric} {self.op} {bound}"
+        if not self.relative_to_teacher:
+            return f"{self.metric} {self.op} {self.bound:g}"
+        factor = "teacher" if self.bound == 1.0 else f"{self.bound:g} * teacher"
+        offset = f" {'-' if self.offset < 0 else '+'} {abs(self.offset):g}" if self.offset else ""
+        return f"{self.metric} {self.op} {factor}{offset}"

@@ -135,6 +135,38 @@ FACTORY_SOURCE = textwrap.dedent(
 
     def data_wrong_shape():
         return torch.zeros(64, 1, 8, 8)
+
+
+    def image_generator():
+        return nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Tanh())
+
+
+    def pairs():
+        return _images(64), _images(64).flip(-1)
+
+
+    def pairs_uneven():
+        return _images(64), _images(32)
+
+
+    def inputs_broken(n, seed):
+        raise ValueError("no such file: latents.npy")
+
+
+    def inputs_wrong_count(n, seed):
+        return torch.zeros(n + 1, 4)
+
+
+    def inputs_nan(n, seed):
+        return torch.full((n, 4), float("nan"))
+
+
+    def inputs_dict(n, seed):
+        return {"latents": torch.zeros(n, 4)}
+
+
+    def inputs_ok(n, seed):
+        return torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
     """
 )
 
@@ -311,6 +343,34 @@ CONFIG_ROWS = [
     ("objectives-repeat", put("objectives", ["fid", "fid"]), "objectives repeat a metric"),
     ("objectives-unknown", put("objectives", ["speed"]), "unknown metric 'speed'"),
     ("objective-never-measured", put("objectives", ["psnr"]), "needs paired ground truth"),
+    ("inputs-unknown-kind", put("model.inputs", "images"), "must be one of latents"),
+    (
+        "inputs-conditional-without-classes",
+        put("model.inputs", "conditional"),
+        "`model.num_classes` goes with `inputs: conditional`",
+    ),
+    ("num-classes-without-conditional", put("model.num_classes", 10), "remove it"),
+    ("num-classes-one", put("model.num_classes", 1), "greater than or equal to 2"),
+    (
+        "latent-shape-with-paired",
+        put("model.inputs", "paired"),
+        "`model.latent_shape` is only used with",
+    ),
+    (
+        "latents-without-shape",
+        drop("model.latent_shape"),
+        "`model.inputs: latents` needs `model.latent_shape`",
+    ),
+    (
+        "features-checkpoint-without-features",
+        both(
+            drop("model.features"),
+            put("model.features_checkpoint", "x.safetensors"),
+            put("objectives", ["stored_bytes"]),
+        ),
+        "`model.features_checkpoint` needs `model.features`",
+    ),
+    ("constraint-psnr-drop-unpaired", constraint("psnr >= teacher - 0.5"), "never measures"),
     ("objective-needs-inception", put("objectives", ["fid_inception"]), "local Inception weights"),
     ("objective-needs-features", drop("model.features"), "needs a feature network"),
     ("constraint-syntax", constraint("fid < 2"), "cannot read constraint"),
@@ -371,6 +431,64 @@ MODEL_ROWS = [
     ("data-not-a-tensor", factory("data", "data_list"), "must return a tensor of images"),
     ("data-wrong-shape", factory("data", "data_wrong_shape"), "shape mismatch"),
     ("features-nan", factory("features", "nan_features"), "returns NaN or inf"),
+    (
+        "features-checkpoint-missing",
+        put("model.features_checkpoint", "{root}/none.safetensors"),
+        "fix `model.features_checkpoint`",
+    ),
+    (
+        "reference-without-split-argument",
+        put("evaluation.reference", "test"),
+        "to take a `split` argument",
+    ),
+    (
+        "paired-data-not-a-pair",
+        both(
+            drop("model.latent_shape"),
+            put("model.inputs", "paired"),
+            factory("generator", "image_generator"),
+        ),
+        "must return (inputs, targets)",
+    ),
+    (
+        "paired-data-uneven",
+        both(
+            drop("model.latent_shape"),
+            put("model.inputs", "paired"),
+            factory("generator", "image_generator"),
+            factory("data", "pairs_uneven"),
+        ),
+        "paired data needs one target per input",
+    ),
+    (
+        "inputs-function-fails",
+        both(drop("model.latent_shape"), put("model.inputs", f"{FACTORIES}:inputs_broken")),
+        "no such file: latents.npy",
+    ),
+    (
+        "inputs-function-wrong-count",
+        both(drop("model.latent_shape"), put("model.inputs", f"{FACTORIES}:inputs_wrong_count")),
+        "must return 2 samples for n=2",
+    ),
+    (
+        "inputs-function-nan",
+        both(drop("model.latent_shape"), put("model.inputs", f"{FACTORIES}:inputs_nan")),
+        "returned NaN or inf values",
+    ),
+    (
+        "inputs-function-dict-keys",
+        both(drop("model.latent_shape"), put("model.inputs", f"{FACTORIES}:inputs_dict")),
+        "return {'inputs': ..., 'targets': ...}",
+    ),
+    (
+        "psnr-from-inputs-function-without-targets",
+        both(
+            drop("model.latent_shape"),
+            put("model.inputs", f"{FACTORIES}:inputs_ok"),
+            put("objectives", ["psnr", "stored_bytes"]),
+        ),
+        "returns no targets",
+    ),
     ("features-one-output", factory("features", "single_output_features"), "(features, logits)"),
     ("device-without-hardware", put("device", "cuda:999"), "set `device: cpu`"),
     (

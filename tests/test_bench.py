@@ -19,6 +19,8 @@ GOALS = {
     "macs_ratio": 10.0,
     "engine_speedup": 1.7,
     "engine_overhead": 0.1,
+    "photos_stored_bytes_ratio": 40,
+    "photos_macs_ratio": 12.0,
 }
 
 
@@ -26,6 +28,8 @@ def test_goals_from_dict() -> None:
     goals = Goals.from_dict(GOALS)
     assert goals.stored_bytes_ratio == 50.0 and isinstance(goals.stored_bytes_ratio, float)
     assert goals.engine_overhead == 0.1
+    assert goals.compression("photos") == (40.0, 12.0)
+    assert goals.compression("digits") == goals.compression(None) == (50.0, 10.0)
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,9 @@ class Goals:
         engine_speedup: ``bench engines``: throughput of 2 Ray workers / 1 worker, at least.
         engine_overhead: ``bench engines``: Ray's per-candidate overhead as a fraction of
             one local evaluation, below.
+        photos_stored_bytes_ratio: ``bench search`` on the photographs benchmark: teacher
+            / candidate stored bytes, at least, at the study's PSNR constraint.
+        photos_macs_ratio: the same for MACs (same candidate).
     """
 
     scoring_overhead: float
@@ -34,6 +37,14 @@ class Goals:
     macs_ratio: float
     engine_speedup: float
     engine_overhead: float
+    photos_stored_bytes_ratio: float
+    photos_macs_ratio: float
+
+    def compression(self, benchmark: str | None) -> tuple[float, float]:
+        """(stored-bytes ratio, MACs ratio) goals of a benchmark (digits' for any other)."""
+        if benchmark == "photos":
+            return self.photos_stored_bytes_ratio, self.photos_macs_ratio
+        return self.stored_bytes_ratio, self.macs_ratio
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Goals:

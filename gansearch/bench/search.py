@@ -3,6 +3,11 @@
 The joint study and the single-technique studies run at one budget and seed; their
 feasible fronts are compared by hypervolume, and the joint study's best compression is
 checked against the goals in :mod:`~gansearch.bench.goals`.
+
+The quality metric is the studies' first quality objective (FID on digits, PSNR on the
+photographs); the quality bar is the joint study's own constraint on it (e.g. ``fid <=
+1.10 * teacher`` or ``psnr >= teacher - 0.5``), so that the bench judges candidates as the
+study does.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gansearch.bench.goals import load_goals
 
@@ -22,6 +28,17 @@ SEARCH_STUDIES = (
     "studies/digits-quant.yaml",
     "studies/digits-codebook.yaml",
 )
+BENCHMARK_STUDIES = {
+    "digits": SEARCH_STUDIES,
+    "photos": (
+        "studies/photos.yaml",
+        "studies/photos-ga-prune.yaml",
+        "studies/photos-quant.yaml",
+        "studies/photos-codebook.yaml",
+        "studies/photos-lowrank.yaml",
+    ),
+}
+"""Each bundled benchmark's joint study and its single-technique baselines."""
 SEARCH_COST = ("stored_bytes", "macs")
 
 
@@ -38,7 +55,33 @@ def _one_value(configs: list, what: str, value: Callable[[object], object]) -> o
     return next(iter(values.values()))
 
 
-def _search_summary(study: object, config: object, teacher: dict[str, float]) -> dict[str, object]:
+def quality_bar(config: object) -> Any:
+    """The constraint that defines "good enough": the study's own on its quality objective,
+    or ``fid <= quality_factor * teacher`` (:mod:`~gansearch.bench.goals`)."""
+    from gansearch.errors import GansearchError
+    from gansearch.evaluators.objectives import METRICS, Constraint
+
+    quality = [name for name in config.objectives if METRICS[name].kind == "quality"]
+    if not quality:
+        raise GansearchError(
+            f"study {config.name!r} has no quality objective; bench search compares quality "
+            "against stored_bytes and macs"
+        )
+    for text in config.search.constraints:
+        constraint = Constraint.parse(text)
+        if constraint.metric == quality[0]:
+            return constraint
+    if quality[0] == "fid":
+        return Constraint("fid", "<=", load_goals().quality_factor, True)
+    raise GansearchError(
+        f"study {config.name!r} has no constraint on {quality[0]!r}; add one (e.g. "
+        f"'{quality[0]} >= teacher - 0.5') so bench search knows the quality bar"
+    )
+
+
+def _search_summary(
+    study: object, config: object, teacher: dict[str, float], bar: Any
+) -> dict[str, object]:
     """Counts, hypervolume (shared reference) and best compression of one finished study."""
     from optuna.trial import TrialState
 
@@ -51,12 +94,12 @@ def _search_summary(study: object, config: object, teacher: dict[str, float]) ->
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     failures = [t for t in finished if t.state == TrialState.FAIL]
     front = pareto_front(study, objectives)
-    bar = goals.quality_factor * teacher["fid"]
+    metric = bar.metric
     good = [
         t
         for t in complete
-        if all(t.user_attrs.get("metrics", {}).get(n) is not None for n in ("fid", *SEARCH_COST))
-        and t.user_attrs["metrics"]["fid"] <= bar
+        if all(t.user_attrs.get("metrics", {}).get(n) is not None for n in (metric, *SEARCH_COST))
+        and bar.violation(t.user_attrs["metrics"], teacher) <= 0
     ]
 
     def ratios(trial: object) -> dict[str, float]:
@@ -67,13 +110,17 @@ def _search_summary(study: object, config: object, teacher: dict[str, float]) ->
         if not good:
             return None
         trial = max(good, key=lambda t: (ratios(t)[name], -t.number))
-        return {"trial": trial.number, "fid": trial.user_attrs["metrics"]["fid"], **ratios(trial)}
+        return {
+            "trial": trial.number,
+            metric: trial.user_attrs["metrics"][metric],
+            **ratios(trial),
+        }
 
+    bytes_goal, macs_goal = goals.compression(config.benchmark)
     both = [
         t
         for t in good
-        if ratios(t)["stored_bytes"] >= goals.stored_bytes_ratio
-        and ratios(t)["macs"] >= goals.macs_ratio
+        if ratios(t)["stored_bytes"] >= bytes_goal and ratios(t)["macs"] >= macs_goal
     ]
     reasons: dict[str, int] = {}
     for trial in failures:
@@ -102,10 +149,17 @@ def _front_2d(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def plot_search_fronts(
-    studies: list[tuple[str, object]], teacher: dict[str, float], path: Path
+    studies: list[tuple[str, object]],
+    teacher: dict[str, float],
+    path: Path,
+    bar: Any,
+    benchmark: str | None = None,
 ) -> None:
-    """FID against stored bytes (log x) of every study: feasible trials and their 2-D front."""
+    """Quality against stored bytes (log x) of every study: feasible trials and their 2-D
+    front, taken in the quality metric's own direction."""
     import matplotlib
+
+    from gansearch.evaluators.objectives import METRICS
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -114,45 +168,43 @@ def plot_search_fronts(
     from gansearch.pareto import is_feasible
 
     goals = load_goals()
+    metric = bar.metric
+    sign = 1.0 if METRICS[metric].direction == "minimize" else -1.0
     figure, axes = plt.subplots(figsize=(8, 5.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (name, study) in enumerate(studies):
         colour = colours[index % len(colours)]
         points = [
-            (t.user_attrs["metrics"]["stored_bytes"], t.user_attrs["metrics"]["fid"])
+            (t.user_attrs["metrics"]["stored_bytes"], t.user_attrs["metrics"][metric])
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if is_feasible(t)
-            and t.user_attrs.get("metrics", {}).get("fid") is not None
+            and t.user_attrs.get("metrics", {}).get(metric) is not None
             and t.user_attrs["metrics"].get("stored_bytes") is not None
         ]
         if not points:
             continue
         axes.scatter(*zip(*points, strict=True), s=9, color=colour, alpha=0.25)
-        front = _front_2d(points)
+        front = [(c, sign * q) for c, q in _front_2d([(c, sign * q) for c, q in points])]
         axes.step(
             *zip(*front, strict=True), where="post", marker="o", ms=4, color=colour, label=name
         )
     axes.scatter(
-        [teacher["stored_bytes"]], [teacher["fid"]], marker="*", s=160, c="k", label="teacher"
+        [teacher["stored_bytes"]], [teacher[metric]], marker="*", s=160, c="k", label="teacher"
     )
-    axes.axhline(
-        goals.quality_factor * teacher["fid"],
-        ls="--",
-        c="0.5",
-        lw=1,
-        label=f"FID = {goals.quality_factor:g} x teacher",
-    )
+    axes.axhline(bar.threshold(teacher), ls="--", c="0.5", lw=1, label=str(bar))
+    bytes_goal = goals.compression(benchmark)[0]
     axes.axvline(
-        teacher["stored_bytes"] / goals.stored_bytes_ratio,
+        teacher["stored_bytes"] / bytes_goal,
         ls=":",
         c="0.5",
         lw=1,
-        label=f"teacher bytes / {goals.stored_bytes_ratio:g}",
+        label=f"teacher bytes / {bytes_goal:g}",
     )
     axes.set_xscale("log")
     axes.set_xlabel("stored bytes (lower is better, log scale)")
-    axes.set_ylabel("FID, digits feature network (lower is better)")
-    axes.set_title("Feasible trials (faint) and their FID / stored-bytes front, per study")
+    better = "lower" if sign > 0 else "higher"
+    axes.set_ylabel(f"{metric} ({better} is better)")
+    axes.set_title(f"Feasible trials (faint) and their {metric} / stored-bytes front, per study")
     axes.legend(fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,8 +228,7 @@ def bench_search(
     ``trials`` finished trials. Fronts are compared by hypervolume against one reference
     point, :func:`gansearch.pareto.reference_point` in teacher-relative units, with the
     first (joint) study's teacher metrics for every study. The best compression is taken
-    over all completed trials with ``FID <= quality_factor x teacher``
-    (:mod:`~gansearch.bench.goals`).
+    over all completed trials that meet the quality bar (:func:`quality_bar`).
 
     Args:
         out: folder for the storages and the plot; it must not hold these studies yet.
@@ -200,10 +251,11 @@ def bench_search(
     if len({c.name for c in configs}) != len(configs):
         raise GansearchError(f"study names repeat: {[c.name for c in configs]}")
     objectives = _one_value(configs, "objectives", lambda c: tuple(c.objectives))
-    missing = [m for m in ("fid", *SEARCH_COST) if m not in objectives]
+    bar = quality_bar(configs[0])
+    missing = [m for m in (bar.metric, *SEARCH_COST) if m not in objectives]
     if missing:
         raise GansearchError(
-            f"bench search needs the objectives fid, stored_bytes, macs: {missing}"
+            f"bench search needs a quality objective and stored_bytes, macs; missing {missing}"
         )
     budget = (
         trials if trials is not None else _one_value(configs, "trials", lambda c: c.search.trials)
@@ -263,13 +315,13 @@ def bench_search(
                 "storage": storage,
                 "seconds": seconds,
                 "evaluated": summary.evaluated,
-                "teacher_fid": own_teacher["fid"],
-                **_search_summary(study, config, teacher),
+                f"teacher_{bar.metric}": own_teacher[bar.metric],
+                **_search_summary(study, config, teacher, bar),
             }
         )
         opened.append((config.name, study))
     plot = out / "bench-search.png"
-    plot_search_fronts(opened, teacher, plot)
+    plot_search_fronts(opened, teacher, plot, bar, configs[0].benchmark)
     goals = load_goals()
     joint, singles = rows[0], rows[1:]
     hv_met = all(joint["hypervolume"] > row["hypervolume"] for row in singles)
@@ -281,7 +333,8 @@ def bench_search(
         "out": str(out),
         "plot": str(plot),
         "objectives": list(objectives),
-        "teacher": {name: teacher[name] for name in ("fid", *SEARCH_COST)},
+        "quality_metric": bar.metric,
+        "teacher": {name: teacher[name] for name in (bar.metric, *SEARCH_COST)},
         "reference_point": {
             "teacher_relative_losses": reference_point(objectives).tolist(),
             "note": (
@@ -299,9 +352,9 @@ def bench_search(
             },
             "compression": {
                 "met": bool(joint["meeting_both_goals"]),
-                "quality_bar": f"fid <= {goals.quality_factor:g} x teacher",
-                "stored_bytes_goal": goals.stored_bytes_ratio,
-                "macs_goal": goals.macs_ratio,
+                "quality_bar": str(bar),
+                "stored_bytes_goal": goals.compression(configs[0].benchmark)[0],
+                "macs_goal": goals.compression(configs[0].benchmark)[1],
                 "best_stored_bytes_ratio": best_bytes["stored_bytes"] if best_bytes else None,
                 "best_macs_ratio": best_macs["macs"] if best_macs else None,
                 "trials_meeting_both": joint["meeting_both_goals"],

@@ -160,10 +160,14 @@ def bench_search(
     studies: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Study files, the joint one first (default: studies/digits.yaml and the four "
-            "single-technique digits studies)."
+            help="Study files, the joint one first (default: the --benchmark's joint study "
+            "and its single-technique studies)."
         ),
     ] = None,
+    benchmark: Annotated[
+        str,
+        typer.Option(help="Bundled benchmark whose studies run by default: digits or photos."),
+    ] = "digits",
     trials: Annotated[
         int | None, typer.Option(help="Finished trials per study (default: the studies' own).")
     ] = None,
@@ -179,14 +183,20 @@ def bench_search(
     """Joint search vs each single technique, at one budget and seed: hypervolume, compression."""
     import tempfile
 
-    from gansearch.bench.search import SEARCH_STUDIES
+    from gansearch.bench.search import BENCHMARK_STUDIES
     from gansearch.bench.search import bench_search as run
+    from gansearch.errors import GansearchError
+
+    if benchmark not in BENCHMARK_STUDIES:
+        raise GansearchError(
+            f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARK_STUDIES)}"
+        )
 
     folder = out if out is not None else Path(tempfile.mkdtemp(prefix="gansearch-bench-search-"))
     with progress_bar() as bar:
         report = run(
             folder,
-            list(studies) if studies else SEARCH_STUDIES,
+            list(studies) if studies else BENCHMARK_STUDIES[benchmark],
             trials=trials,
             seed=seed,
             on_result=named_progress(bar),
