@@ -238,7 +238,8 @@ def test_huge_learning_rate_raises_distillation_diverged() -> None:
 
 
 class NaNAfter(nn.Module):
-    """Wraps a generator and returns NaN images from its third call on."""
+    """Wraps a generator and returns NaN images from its third training-mode call on
+    (distillation's validation passes run in eval mode and are not counted)."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
@@ -246,7 +247,7 @@ class NaNAfter(nn.Module):
         self.calls = 0
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.calls += self.training
         out = self.inner(z)
         return out * float("nan") if self.calls >= 3 else out
 
@@ -357,3 +358,43 @@ def test_study_sections_validate() -> None:
         parse_study({**base, "distill": {"losses": {"pixle": 1}}})
     with pytest.raises(ConfigError, match=r"`supernet.ratios`"):
         parse_study({**base, "supernet": {"ratios": [0.5, 1.5]}})
+
+
+def test_distillation_never_returns_a_state_worse_than_its_start() -> None:
+    """A recipe that wrecks the student (huge learning rate) gives back the start."""
+    teacher = toy_generator(0)
+    student = _pruned_student(teacher, 0.75)
+    before = _teacher_l1(student, teacher)
+    result = distill(
+        student,
+        teacher,
+        None,
+        None,
+        _config(steps=10, lr=0.5, pixel=1.0),
+        inputs=LatentSource(LATENT_SHAPE),
+    )
+    steps, values = zip(*result.validation, strict=True)
+    assert steps == tuple(range(11))  # the start, then every step (10 // VALIDATIONS = 1)
+    assert max(values[1:]) > values[0]  # the recipe did degrade the student ...
+    assert result.best_step == steps[values.index(min(values))]
+    assert _teacher_l1(result.student, teacher) <= before + 1e-6  # ... yet nothing is lost
+    if result.best_step == 0:
+        for name, tensor in student.state_dict().items():
+            assert torch.equal(tensor, result.student.state_dict()[name]), name
+
+
+def test_distillation_returns_its_best_validated_state() -> None:
+    teacher = toy_generator(0)
+    student = _pruned_student(teacher, 0.5)
+    result = distill(
+        student,
+        teacher,
+        None,
+        None,
+        _config(steps=30, pixel=1.0),
+        inputs=LatentSource(LATENT_SHAPE),
+    )
+    best = min(value for _, value in result.validation)
+    assert result.best_step > 0 and dict(result.validation)[result.best_step] == best
+    assert best < result.validation[0][1]
+    assert _teacher_l1(result.student, teacher) < _teacher_l1(student, teacher)

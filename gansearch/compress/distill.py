@@ -10,6 +10,15 @@ parametrisations' own parameters (e.g. shared codebook centroids), and the stude
 training mode, so gradients reach the float weights through the straight-through
 estimator of :mod:`gansearch.compress.fakequant`.
 
+Never worse than the start: before the first step, every ``validate_every`` steps and
+after the last, the student is measured in eval mode on a fixed validation batch (inputs
+drawn with their own seed, never a training batch): the mean absolute difference to the
+teacher's outputs, the pixel term of Eq. 2 on held-out inputs. The state with the lowest
+value is returned, so a run that degrades its starting point (BatchNorm statistics
+shifted by small training batches, randomly initialised feature mappings dominating the
+first steps, a learning rate too high for a quantised student) returns the starting
+point, and :attr:`DistillResult.validation` shows where it went wrong.
+
 Determinism: input batches and the real-data order come from their own ``torch.Generator``
 seeded from ``recipe.seed``; the initialisation of the learned mappings runs under
 ``torch.random.fork_rng`` with the same seed, so the global RNG is neither used nor
@@ -58,11 +67,15 @@ class DistillResult:
             ``total`` (the weighted sum), plus ``discriminator`` when it is trained.
         discriminator: The trained copy of the discriminator, when
             ``discriminator_lr > 0``; else ``None``.
+        validation: ``(step, value)`` of every validation, step 0 being the start.
+        best_step: The step whose state ``student`` holds (0: the starting point).
     """
 
     student: nn.Module
     history: tuple[Mapping[str, float], ...]
     discriminator: nn.Module | None = None
+    validation: tuple[tuple[int, float], ...] = ()
+    best_step: int = 0
 
     def first(self) -> Mapping[str, float]:
         """Loss record of the first step."""
@@ -115,6 +128,59 @@ def check_terms(terms: Mapping[str, Tensor], total: Tensor, step: int, lr: float
 # ---------------------------------------------------------------------------------------
 
 
+VALIDATION_SAMPLES = 64
+"""Inputs in the fixed validation batch that picks the returned state."""
+VALIDATIONS = 10
+"""Validations per run besides the start and the end (every ``steps // VALIDATIONS``)."""
+
+
+class BestState:
+    """Tracks the student state with the lowest validation error (module docstring).
+
+    Args:
+        teacher: The frozen teacher whose outputs the student should reproduce.
+        inputs: The input sampler; the validation batch is drawn with ``seed``'s own
+            stream (:func:`validation_seed`), never a training batch.
+        seed: The run's seed.
+    """
+
+    def __init__(self, teacher: nn.Module, inputs: InputSampler, seed: int) -> None:
+        self.batch = draw(inputs, VALIDATION_SAMPLES, seed=validation_seed(seed))
+        with torch.no_grad():
+            self.reference = teacher(*self.batch)
+        self.values: list[tuple[int, float]] = []
+        self.best: tuple[int, float, dict[str, Tensor]] | None = None
+
+    def measure(self, student: nn.Module) -> float:
+        """Mean |student - teacher| on the validation batch, in eval mode (no BN update)."""
+        training = student.training
+        student.eval()
+        try:
+            with torch.no_grad():
+                value = (student(*self.batch) - self.reference).abs().mean().item()
+        finally:
+            student.train(training)
+        return value if value == value else float("inf")  # NaN is never the best
+
+    def update(self, step: int, student: nn.Module) -> None:
+        value = self.measure(student)
+        self.values.append((step, value))
+        if self.best is None or value < self.best[1]:
+            self.best = (step, value, copy.deepcopy(student.state_dict()))
+
+    def restore(self, student: nn.Module) -> int:
+        """Load the best state into ``student``; returns its step."""
+        assert self.best is not None
+        step, _, state = self.best
+        student.load_state_dict(state)
+        return step
+
+
+def validation_seed(seed: int) -> int:
+    """Seed of the validation batch, derived from the run's seed (independent stream)."""
+    return seed + 2_000_003
+
+
 def data_seed(seed: int) -> int:
     """Seed of the real-data order, derived from the run's seed (independent stream)."""
     return seed + 1_000_003
@@ -162,7 +228,8 @@ def distill(
         progress: Called as ``progress(step, steps, losses)`` after each step.
 
     Returns:
-        The trained student copy (eval mode) and the per-step loss history.
+        The student copy in its best validated state (eval mode; the starting state
+        when no step improved it), the per-step loss history and the validation curve.
 
     Raises:
         DistillationDiverged: at the first non-finite loss term, output or parameter,
@@ -188,6 +255,9 @@ def distill(
         [*student.parameters(), *loss.parameters()], lr=recipe.lr, betas=ADAM_BETAS
     )
     history: list[dict[str, float]] = []
+    tracker = BestState(loss.teacher, inputs, recipe.seed)
+    tracker.update(0, student)
+    every = max(1, recipe.steps // VALIDATIONS)
     student.train()
     with FeatureTap(student, loss.feature_layers) as tap:
         for step in range(1, recipe.steps + 1):
@@ -209,6 +279,11 @@ def distill(
                 check_finite(torch.tensor(d_loss), "the discriminator loss", step, recipe.lr)
                 record["discriminator"] = d_loss
             history.append(record)
+            if step % every == 0 or step == recipe.steps:
+                tracker.update(step, student)
             if progress is not None:
                 progress(step, recipe.steps, record)
-    return DistillResult(student.eval(), tuple(history), loss.adversary)
+    best = tracker.restore(student)
+    return DistillResult(
+        student.eval(), tuple(history), loss.adversary, tuple(tracker.values), best
+    )
