@@ -22,7 +22,7 @@ from torch import nn
 
 from gansearch.benchmark import Benchmark
 from gansearch.benchmarks import load_benchmark
-from gansearch.compress.apply import CompressedGenerator, apply_plan
+from gansearch.compress.apply import CompressedGenerator, apply_plan, round_to_norm_dtype
 from gansearch.compress.plan import CompressionPlan
 from gansearch.config import DistillConfig, StudyConfig
 from gansearch.evaluate import prepare_scorer
@@ -145,7 +145,9 @@ class CandidateEvaluator:
         steps = self.config.search.finetune_steps if finetune_steps is None else finetune_steps
         if steps > 0:
             compressed = self.finetune(compressed, steps)
-        return compressed.eval()
+        # Recalibration and distillation write float32 norm tensors and biases; score what
+        # the artifact stores, in the plan's norm_dtype.
+        return round_to_norm_dtype(compressed).eval()
 
     def finetune(self, compressed: CompressedGenerator, steps: int) -> CompressedGenerator:
         """Quantisation-aware knowledge distillation from the teacher (survey Eq. 1-8)."""

@@ -122,8 +122,9 @@ def evaluate_artifact(
     The artifact's factory is imported only if it is a gansearch zoo generator, is in
     ``trust``, or is the study's own ``model.generator`` (the user chose that code).
     """
-    from gansearch.compress.artifact import load
+    from gansearch.compress.artifact import check_inputs, load
 
+    check_inputs(artifact, benchmark.example_input(1), benchmark.inputs.names)
     trusted = (*trust, config.model.generator) if config.model is not None else tuple(trust)
     model = load(artifact, trust=trusted)
     try:

@@ -1,11 +1,13 @@
 """A user's own GAN, loaded from the study's ``model:`` factories without code edits.
 
 Every check here fails with one line naming the fix: the factories return modules with
-finite weights (checkpoints loaded through :mod:`gansearch.checkpoints`); the data are
+finite weights (checkpoints loaded through :mod:`gansearch.checkpoints`), the generator's
+Conv/Linear weights plain parameters (no spectral norm left on); the data are
 floating-point, finite and (for images the generator is compared with) in the
 generator's range ``[-1, 1]`` within :data:`DATA_RANGE_TOLERANCE`; the generator accepts
 its declared inputs (:mod:`gansearch.inputs`) and makes finite images of the data's shape;
-a feature network maps images to ``(features, logits)``; PSNR/SSIM are asked only of data
+a feature network maps images to ``(features, logits)``; a discriminator that a loss
+term uses scores images alone (as distillation calls it); PSNR/SSIM are asked only of data
 with targets; ``evaluation.reference`` reaches a data factory that takes ``split``.
 """
 
@@ -18,7 +20,9 @@ from torch import nn
 
 from gansearch.benchmark import Benchmark
 from gansearch.checkpoints import load_weights
-from gansearch.config import CustomModel, StudyConfig
+from gansearch.compress.dependency import COMPRESSIBLE_TYPES
+from gansearch.compress.distill_loss import DISCRIMINATOR_TERMS, discriminator_features
+from gansearch.config import CustomModel, DistillConfig, StudyConfig
 from gansearch.errors import ConfigError, FactoryError
 from gansearch.evaluators.objectives import PAIRED_METRICS, Constraint
 from gansearch.factories import call_factory, resolve_factory
@@ -44,6 +48,7 @@ def load_user_model(config: StudyConfig) -> Benchmark:
     spec = config.model
     assert spec is not None  # the caller dispatches on it
     teacher = _module(spec.generator, "generator", spec.generator_checkpoint, spec.generator_kwargs)
+    _check_plain_weights(teacher, spec.generator)
     discriminator = None
     if spec.discriminator is not None:
         discriminator = _module(
@@ -64,6 +69,8 @@ def load_user_model(config: StudyConfig) -> Benchmark:
     _check_targets(config, benchmark)
     if features is not None:
         _check_features(features, real, spec.features or "")
+    if discriminator is not None:
+        _check_discriminator(discriminator, real, config)
     return benchmark
 
 
@@ -85,6 +92,31 @@ def _module(
                 "checkpoint"
             )
     return value
+
+
+def _check_plain_weights(generator: nn.Module, path: str) -> None:
+    """Conv/Linear weights must be parameters, not computed by a reparametrisation.
+
+    Spectral normalisation (Miyato et al., ICLR 2018) and weight normalisation, old-style
+    (hooks) or ``torch.nn.utils.parametrizations``, compute ``weight`` from other tensors;
+    pruning and weight encodings act on ``weight`` itself, so such a generator would be
+    searched and then fail to export. At inference the weight is fixed: the user removes
+    the reparametrisation after loading the trained weights.
+    """
+    computed = [
+        name
+        for name, module in generator.named_modules()
+        if isinstance(module, COMPRESSIBLE_TYPES) and not isinstance(module.weight, nn.Parameter)
+    ]
+    if computed:
+        listed = ", ".join(repr(name) for name in computed[:3])
+        more = f" and {len(computed) - 3} more" if len(computed) > 3 else ""
+        raise FactoryError(
+            f"the generator from {path!r} computes the weights of {listed}{more} from other "
+            "tensors (spectral or weight normalisation); in the factory, load the trained "
+            "weights, then remove it from each layer with torch.nn.utils.parametrize."
+            "remove_parametrizations(layer, 'weight') (or torch.nn.utils.remove_spectral_norm)"
+        )
 
 
 def _data(spec: CustomModel, split: str | None) -> tuple[torch.Tensor, InputSource]:
@@ -221,4 +253,43 @@ def _check_features(features: nn.Module, real: torch.Tensor, path: str) -> None:
         raise FactoryError(
             f"the features network from {path!r} returns NaN or inf on the data; fix its "
             "weights or `model.features`"
+        )
+
+
+def _discriminator_terms(config: StudyConfig) -> list[str]:
+    """The study's loss settings that call the discriminator (``distill.losses.adversarial``...)."""
+    sections = [("distill", config.distill or DistillConfig())]
+    if config.space.ofa is not None and config.supernet is not None:
+        sections.append(("supernet", config.supernet))
+    used = []
+    for name, section in sections:
+        weights = section.losses
+        used += [f"{name}.losses.{t}" for t in DISCRIMINATOR_TERMS if getattr(weights, t) > 0]
+        if weights.discriminator_lr > 0:
+            used.append(f"{name}.losses.discriminator_lr")
+    return used
+
+
+def _check_discriminator(discriminator: nn.Module, real: torch.Tensor, config: StudyConfig) -> None:
+    """A discriminator that a loss term uses must score images alone, as distillation calls it.
+
+    (A class-conditional ``D(images, labels)`` would otherwise fail every trial.)
+    """
+    used = _discriminator_terms(config)
+    if not used:
+        return
+    path = config.model.discriminator if config.model is not None else ""
+    try:
+        with torch.inference_mode():
+            _, logits = discriminator_features(discriminator, real[:2])
+    except Exception as error:  # noqa: BLE001 - the user's network rejected the images
+        raise FactoryError(
+            f"the discriminator from {path!r} fails on a batch of images "
+            f"({type(error).__name__}: {error}); `{used[0]}` calls it as D(images): give a "
+            "discriminator of the images alone, or set that weight to 0"
+        ) from None
+    if not torch.isfinite(logits).all():
+        raise FactoryError(
+            f"the discriminator from {path!r} returns NaN or inf on the data; fix its weights "
+            "(`model.discriminator_checkpoint`) or its factory"
         )

@@ -162,11 +162,7 @@ def _encode_weights(model: nn.Module, config: WeightEncodingConfig) -> nn.Module
             continue
         for _, module in weight_layers(model, name):
             attach_weight_encoding(module, encoding, seed=config.seed)
-    dtype = NORM_TORCH_DTYPES[config.norm_dtype]
-    if dtype != torch.float32:
-        with torch.no_grad():
-            for tensor in _norm_and_bias_tensors(model):
-                tensor.copy_(tensor.to(dtype).to(tensor.dtype))
+    _round_norm_and_bias_tensors(model, config.norm_dtype)
     return model
 
 
@@ -183,6 +179,28 @@ def _replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def round_to_norm_dtype(compressed: CompressedGenerator) -> CompressedGenerator:
+    """Round ``compressed``'s biases and norm tensors to its plan's ``norm_dtype`` again.
+
+    :func:`apply_plan` rounds them once, but a later step that writes them (BatchNorm
+    recalibration after pruning, distillation) leaves float32 values, and a module scored
+    with those is not the one an artifact stores. Call this after such steps, so that the
+    scored module equals what :func:`~gansearch.compress.serialize.encoded_state` writes.
+    A no-op for ``norm_dtype: float32``. Returns ``compressed`` (changed in place).
+    """
+    _round_norm_and_bias_tensors(compressed.module, compressed.plan.norm_dtype)
+    return compressed
+
+
+def _round_norm_and_bias_tensors(model: nn.Module, norm_dtype: str) -> None:
+    dtype = NORM_TORCH_DTYPES[norm_dtype]
+    if dtype == torch.float32:
+        return
+    with torch.no_grad():
+        for tensor in _norm_and_bias_tensors(model):
+            tensor.copy_(tensor.to(dtype).to(tensor.dtype))
 
 
 def _norm_and_bias_tensors(model: nn.Module) -> Iterable[torch.Tensor]:

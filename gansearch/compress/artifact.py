@@ -58,7 +58,7 @@ codebook), never refitted. Re-encoding the loaded module reproduces the stored p
 
 Export never deletes a file it did not write (:mod:`gansearch.compress.placement`).
 
-Length (about 415 lines): :func:`export` and :func:`load` are each other's inverse and
+Length (about 490 lines): :func:`export` and :func:`load` are each other's inverse and
 share the checks that keep them so; the manifest and hashes live in
 :mod:`gansearch.compress.manifest`, the stored tensors in :mod:`gansearch.compress.serialize`,
 the factory allow-list in :mod:`gansearch.compress.trust`, the target-folder rule in
@@ -122,6 +122,7 @@ __all__ = [
     "ONNX_FILE",
     "WEIGHTS_FILE",
     "ArtifactError",
+    "check_inputs",
     "export",
     "load",
     "read_manifest",
@@ -342,6 +343,31 @@ def _gansearch_version() -> str:
     from gansearch import __version__
 
     return __version__
+
+
+def check_inputs(
+    path: str | Path, example: Sequence[Tensor], names: Sequence[str] | None = None
+) -> None:
+    """Refuse inputs (one tensor each, with ``names``) whose per-sample shapes or dtypes
+    differ from those the artifact records; fed another study's inputs, its forward would
+    fail deep inside the user's code. Names are not compared (format 1 said ``input``).
+
+    Raises:
+        ArtifactError: one line listing both sets of inputs.
+    """
+    where = f"artifact {Path(path)}"
+    recorded = [(n, s[1:], d) for n, s, d in manifest_inputs(where, read_manifest(path))]
+    names = list(names) if names is not None else [f"input{i}" for i in range(len(example))]
+    given = [
+        (name, list(part.shape[1:]), str(part.dtype).removeprefix("torch."))
+        for name, part in zip(names, example, strict=True)
+    ]
+    if [entry[1:] for entry in recorded] != [entry[1:] for entry in given]:
+        listed = [", ".join(f"{n} {s} {d}" for n, s, d in x) for x in (recorded, given)]
+        raise ArtifactError(
+            f"{where} takes {listed[0]} per sample, but is fed {listed[1]}; score it with the "
+            "study it was exported from."
+        )
 
 
 def load(

@@ -273,7 +273,7 @@ def _group_from_tp(
     order: Mapping[str, int],
 ) -> tuple[PrunableGroup | None, str | None]:
     """Turn a full Torch-Pruning group into a PrunableGroup (or a reason it cannot be one)."""
-    items = named_items(graph, tp_group, names)
+    items = _channel_items(named_items(graph, tp_group, names))
     out_layers = [
         name
         for name, dim, _, _, module in items
@@ -317,8 +317,10 @@ def _group_from_tp(
     if any(isinstance(item.dep.target.module, nn.Parameter) for item in tp_group):
         return placeholder, "the group prunes parameters outside Conv/Linear/norm modules"
 
-    regrouped = named_items(
-        graph, anchored_group(graph, model, placeholder, list(range(num_channels))), names
+    regrouped = _channel_items(
+        named_items(
+            graph, anchored_group(graph, model, placeholder, list(range(num_channels))), names
+        )
     )
     members = []
     for layer, dim, idxs, root_idxs, _ in regrouped:
@@ -342,6 +344,21 @@ def _group_from_tp(
     members.sort(key=lambda m: (order[m.layer], m.dim != OUT))
     anchor = GroupMember(anchor_layer, anchor_dim, blocks, 0, blocks)
     return PrunableGroup(name, num_channels // blocks, tuple(members), anchor), None
+
+
+def _channel_items(items: list[tuple]) -> list[tuple]:
+    """The members whose size follows the group's channels.
+
+    Torch-Pruning lists a scalar ``nn.PReLU`` (one slope for every channel, PyTorch's
+    default and SRGAN's activation; Ledig et al., CVPR 2017) in the group of the layer it
+    follows, but it has no channel dimension and its pruner leaves it unchanged, so it is
+    no member. A per-channel ``PReLU(num_parameters=C)`` stays a member (unsupported).
+    """
+    return [
+        item
+        for item in items
+        if not (isinstance(item[4], nn.PReLU) and item[4].num_parameters == 1)
+    ]
 
 
 def _conv_groups(items: list[tuple], num_channels: int, dim_size: Any) -> tuple[int, str | None]:
@@ -416,6 +433,11 @@ _FAILURE_CAUSES = (
         re.compile(r"shape '\[[-\d, ]*\]' is invalid for input of size"),
         "a view/reshape in the forward code fixes the channel count; infer it instead "
         "(e.g. view(n, -1, h, w))",
+    ),
+    (
+        re.compile(r"pixel_shuffle expects its input's 'channel' dimension to be divisible"),
+        "a PixelShuffle takes its input channels in blocks of upscale_factor**2, but the "
+        "dependency trace couples them one by one (not supported)",
     ),
     (
         re.compile(r"split_with_sizes expects split_sizes to sum exactly"),
