@@ -398,3 +398,20 @@ def test_distillation_returns_its_best_validated_state() -> None:
     assert result.best_step > 0 and dict(result.validation)[result.best_step] == best
     assert best < result.validation[0][1]
     assert _teacher_l1(result.student, teacher) < _teacher_l1(student, teacher)
+
+
+def test_distilling_the_teacher_itself_returns_the_teacher() -> None:
+    """The identity candidate (the study's teacher trial) is not changed by fine-tuning:
+    any step moves it away from the teacher, so the start state is kept."""
+    teacher = toy_generator(0)
+    result = distill(
+        copy.deepcopy(teacher),
+        teacher,
+        None,
+        None,
+        _config(steps=5, pixel=1.0),
+        inputs=LatentSource(LATENT_SHAPE),
+    )
+    assert result.best_step == 0 and result.validation[0][1] == 0.0
+    for name, tensor in teacher.state_dict().items():
+        assert torch.equal(tensor, result.student.state_dict()[name]), name
