@@ -261,6 +261,8 @@ class SearchConfig(Section):
     finetune_steps: int = Field(0, ge=0)
     storage: str | None = None
     enqueue_reference_plans: bool = True
+    # Seed the search with per-layer sensitivity-guided plans (gansearch.sensitivity_measure).
+    sensitivity: bool = False
     engine: str = "local"
     workers: int = Field(1, ge=1)
     address: str | None = None

@@ -126,6 +126,11 @@ def run_study(
         study.set_user_attr("constraints", list(search.constraints))
         chosen, name = _strategy(config, space, strategy, seed)
         key = state_key(name, seed)
+        if search.sensitivity and key not in study.user_attrs and not finished_trials(study):
+            from gansearch.sensitivity_measure import guided_params  # measured once, cached
+
+            for params in guided_params(evaluator):  # the first proposals of a fresh study
+                chosen.enqueue(params)
         _restore_or_seed(chosen, name, key, study, space, config)
         if on_start is not None:
             on_start(study, evaluator)

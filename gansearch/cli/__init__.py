@@ -2,7 +2,8 @@
 
 One module per command family: :mod:`~gansearch.cli.evaluate`, :mod:`~gansearch.cli.study`
 (run, studies, pareto, export, dashboard), :mod:`~gansearch.cli.zoo`,
-:mod:`~gansearch.cli.bench`, :mod:`~gansearch.cli.supernet` and :mod:`~gansearch.cli.space`;
+:mod:`~gansearch.cli.bench`, :mod:`~gansearch.cli.supernet`, :mod:`~gansearch.cli.space` and
+:mod:`~gansearch.cli.sensitivity`;
 what they share is in :mod:`~gansearch.cli.common`. This module only assembles
 :data:`app`, the console entry point.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from gansearch.cli import bench, evaluate, space, study, supernet, zoo
+from gansearch.cli import bench, evaluate, sensitivity, space, study, supernet, zoo
 
 app = typer.Typer(
     name="gansearch",
@@ -32,6 +33,7 @@ app.command()(study.pareto)
 app.command("export")(study.export_command)
 app.command()(study.dashboard)
 app.command()(space.space)
+app.command()(sensitivity.sensitivity)
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(bench.app, name="bench")
 app.add_typer(supernet.app, name="supernet")
