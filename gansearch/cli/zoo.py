@@ -19,7 +19,7 @@ app = typer.Typer(
     help="Bundled benchmarks: train and inspect their networks.", no_args_is_help=True
 )
 
-ZOO_RECIPES = ("digits-dcgan", "digits-features")
+ZOO_RECIPES = ("digits-dcgan", "digits-features", "photos-sr")
 DEFAULT_OUT = Path("weights") / "digits"
 
 
@@ -47,6 +47,7 @@ def zoo_train(
     ] = False,
 ) -> None:
     """Train a bundled network and write it as safetensors with a reproducing manifest."""
+    import time
     from dataclasses import replace
 
     from gansearch.errors import GansearchError
@@ -63,11 +64,34 @@ def zoo_train(
     from gansearch.zoo import train
     from gansearch.zoo.weights_io import save_trained, weights_dir
 
-    directory = weights_dir("digits") if update_bundled else (out or DEFAULT_OUT)
+    benchmark = name.split("-")[0]
+    default_out = Path("weights") / benchmark
+    directory = weights_dir(benchmark) if update_bundled else (out or default_out)
     command = f"gansearch zoo train {name} --seed {seed}" + (f" --steps {steps}" if steps else "")
     with progress_bar() as bar:
         progress = training_progress(bar, bar.add_task(name, total=None, losses=""))
-        if name == "digits-features":
+        if name == "photos-sr":
+            from gansearch.zoo import train_photos
+
+            recipe = train_photos.SRRecipe(seed=seed)
+            recipe = replace(recipe, steps=steps) if steps else recipe
+            started = time.perf_counter()
+            generator, discriminator = train_photos.train_sr(recipe, progress)
+            metrics = {"train_seconds": round(time.perf_counter() - started, 1)}
+            metrics |= train_photos.teacher_metrics(generator)
+            save_trained(
+                directory,
+                name,
+                command,
+                recipe,
+                {"generator": generator, "discriminator": discriminator},
+                metrics,
+            )
+            summary = (
+                f"test PSNR {metrics['test_psnr']:.2f} dB vs bicubic "
+                f"{metrics['bicubic_test_psnr']:.2f} dB"
+            )
+        elif name == "digits-features":
             recipe = train.FeatureNetRecipe(seed=seed)
             recipe = replace(recipe, steps=steps) if steps else recipe
             model, accuracy = train.train_feature_net(recipe, progress)

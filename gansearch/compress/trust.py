@@ -26,7 +26,9 @@ from gansearch.compress.manifest import ArtifactError, brief, check_reference, o
 from gansearch.errors import FactoryError
 from gansearch.factories import resolve_factory
 
-ZOO_FACTORIES: frozenset[str] = frozenset({"gansearch.zoo.models:DCGANGenerator"})
+ZOO_FACTORIES: frozenset[str] = frozenset(
+    {"gansearch.zoo.models:DCGANGenerator", "gansearch.zoo.resnet:ResnetGenerator"}
+)
 """The references an artifact may name without the caller trusting them: gansearch's own
 zoo generators, whose code ships with gansearch."""
 
