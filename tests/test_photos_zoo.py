@@ -162,3 +162,33 @@ def test_committed_teacher_matches_manifest_and_beats_bicubic() -> None:
     teacher_score = evaluate_sr(teacher, subset)
     bicubic = paired_scores(subset.inputs, subset.targets)
     assert teacher_score.psnr > bicubic.psnr and teacher_score.ssim > bicubic.ssim
+
+
+def test_zoo_info_photos_reports_teacher_and_bicubic() -> None:
+    from typer.testing import CliRunner
+
+    from gansearch.cli import app
+
+    result = CliRunner().invoke(app, ["zoo", "info", "photos"])
+    assert result.exit_code == 0, result.output
+    assert "bicubic 24.52 dB" in " ".join(result.output.split())  # = bicubic_baseline("test")
+    assert "held out: chelsea, coffee, rocket, flower" in " ".join(result.output.split())
+
+
+def test_zoo_train_photos_writes_weights_and_manifest_to_out(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from gansearch.cli import app
+    from gansearch.zoo.photos import bicubic_baseline
+
+    out = tmp_path / "photos"
+    result = CliRunner().invoke(
+        app, ["zoo", "train", "photos-sr", "--steps", "2", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "manifest.json").read_text())["photos-sr"]
+    assert record["command"] == "gansearch zoo train photos-sr --seed 0 --steps 2"
+    assert record["metrics"]["bicubic_test_psnr"] == bicubic_baseline("test").psnr
+    assert {"generator", "discriminator"} == set(record["sha256"])

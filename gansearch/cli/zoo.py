@@ -9,7 +9,7 @@ installed package.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,7 +48,6 @@ def zoo_train(
 ) -> None:
     """Train a bundled network and write it as safetensors with a reproducing manifest."""
     import time
-    from dataclasses import replace
 
     from gansearch.errors import GansearchError
     from gansearch.evaluation_config import SEED_LIMIT
@@ -61,7 +60,6 @@ def zoo_train(
         raise GansearchError(f"`--seed` must be in [0, 2**32), got {seed}")
     if update_bundled and out is not None:
         raise GansearchError("give `--out` or `--update-bundled`, not both")
-    from gansearch.zoo import train
     from gansearch.zoo.weights_io import save_trained, weights_dir
 
     benchmark = name.split("-")[0]
@@ -70,49 +68,51 @@ def zoo_train(
     command = f"gansearch zoo train {name} --seed {seed}" + (f" --steps {steps}" if steps else "")
     with progress_bar() as bar:
         progress = training_progress(bar, bar.add_task(name, total=None, losses=""))
+        started = time.perf_counter()
+        recipe, networks, metrics, summary = _train_recipe(name, seed, steps, progress)
         if name == "photos-sr":
-            from gansearch.zoo import train_photos
-
-            recipe = train_photos.SRRecipe(seed=seed)
-            recipe = replace(recipe, steps=steps) if steps else recipe
-            started = time.perf_counter()
-            generator, discriminator = train_photos.train_sr(recipe, progress)
-            metrics = {"train_seconds": round(time.perf_counter() - started, 1)}
-            metrics |= train_photos.teacher_metrics(generator)
-            save_trained(
-                directory,
-                name,
-                command,
-                recipe,
-                {"generator": generator, "discriminator": discriminator},
-                metrics,
-            )
-            summary = (
-                f"test PSNR {metrics['test_psnr']:.2f} dB vs bicubic "
-                f"{metrics['bicubic_test_psnr']:.2f} dB"
-            )
-        elif name == "digits-features":
-            recipe = train.FeatureNetRecipe(seed=seed)
-            recipe = replace(recipe, steps=steps) if steps else recipe
-            model, accuracy = train.train_feature_net(recipe, progress)
-            save_trained(
-                directory, name, command, recipe, {"features": model}, {"test_accuracy": accuracy}
-            )
-            summary = f"test accuracy {accuracy:.2%}"
-        else:
-            recipe = train.DCGANRecipe(seed=seed)
-            recipe = replace(recipe, steps=steps) if steps else recipe
-            generator, discriminator = train.train_dcgan(recipe, progress)
-            save_trained(
-                directory,
-                name,
-                command,
-                recipe,
-                {"generator": generator, "discriminator": discriminator},
-            )
-            summary = f"{sum(p.numel() for p in generator.parameters()):,} generator parameters"
+            metrics = {"train_seconds": round(time.perf_counter() - started, 1), **metrics}
+        save_trained(directory, name, command, recipe, networks, metrics or None)
     use = "" if update_bundled else f"; use it with `weights: {directory}` in a study file"
     console().print(f"{name}: wrote {directory} ({summary}){use}")
+
+
+def _train_recipe(
+    name: str, seed: int, steps: int | None, progress: Any
+) -> tuple[Any, dict[str, Any], dict[str, float], str]:
+    """Train one zoo recipe: (recipe, networks to save, manifest metrics, one-line summary)."""
+    from dataclasses import replace
+
+    from gansearch.zoo import train
+
+    if name == "photos-sr":
+        from gansearch.zoo import train_photos
+
+        recipe = train_photos.SRRecipe(seed=seed)
+        recipe = replace(recipe, steps=steps) if steps else recipe
+        generator, discriminator = train_photos.train_sr(recipe, progress)
+        metrics = train_photos.teacher_metrics(generator)
+        summary = (
+            f"test PSNR {metrics['test_psnr']:.2f} dB vs bicubic "
+            f"{metrics['bicubic_test_psnr']:.2f} dB"
+        )
+        return recipe, {"generator": generator, "discriminator": discriminator}, metrics, summary
+    if name == "digits-features":
+        recipe = train.FeatureNetRecipe(seed=seed)
+        recipe = replace(recipe, steps=steps) if steps else recipe
+        model, accuracy = train.train_feature_net(recipe, progress)
+        return (
+            recipe,
+            {"features": model},
+            {"test_accuracy": accuracy},
+            f"test accuracy {accuracy:.2%}",
+        )
+    recipe = train.DCGANRecipe(seed=seed)
+    recipe = replace(recipe, steps=steps) if steps else recipe
+    generator, discriminator = train.train_dcgan(recipe, progress)
+    parameters = sum(p.numel() for p in generator.parameters())
+    networks = {"generator": generator, "discriminator": discriminator}
+    return recipe, networks, {}, f"{parameters:,} generator parameters"
 
 
 @app.command("info")
@@ -122,8 +122,11 @@ def zoo_info(name: Annotated[str, typer.Argument(help="Benchmark name, e.g. digi
     from gansearch.errors import GansearchError
     from gansearch.zoo.weights_io import read_manifest, weights_dir
 
+    if name == "photos":
+        _photos_info()
+        return
     if name != "digits":
-        raise GansearchError(f"unknown benchmark {name!r}; known: digits")
+        raise GansearchError(f"unknown benchmark {name!r}; known: digits, photos")
     from gansearch.checkpoints import load_weights
     from gansearch.zoo.data import load_digits_split
     from gansearch.zoo.models import DCGANGenerator, DigitsFeatureNet
@@ -149,3 +152,40 @@ def zoo_info(name: Annotated[str, typer.Argument(help="Benchmark name, e.g. digi
     out.print(f"  feature network test accuracy: {accuracy(features, test):.2%}")
     for entry, record in sorted(manifest.items()):
         out.print(f"  {entry}: reproduce with `{record['command']}`")
+
+
+def _photos_info() -> None:
+    from gansearch.checkpoints import load_weights
+    from gansearch.evaluators.macs import count_macs
+    from gansearch.zoo.photos import NOISE_SIGMA, TEST_IMAGES, load_photos_split
+    from gansearch.zoo.resnet import ResnetGenerator
+    from gansearch.zoo.weights_io import read_manifest, weights_dir
+
+    directory = weights_dir("photos")
+    teacher = load_weights(
+        ResnetGenerator(),
+        directory / "generator.safetensors",
+        hint="run `gansearch zoo train photos-sr`",
+    )
+    train, test = load_photos_split("train"), load_photos_split("test")
+    record = read_manifest(directory)["photos-sr"]
+    metrics = record["metrics"]
+    held_out = ", ".join(name.rsplit(".", 1)[0] for _, name in TEST_IMAGES)
+    out = console()
+    out.print(
+        "[bold]photos[/bold]: joint denoising (Gaussian, sigma "
+        f"{NOISE_SIGMA:g} in [-1, 1]) and x4 super-resolution, 64x64 RGB patches of photos "
+        "shipped in scikit-image and scikit-learn"
+    )
+    out.print(f"  split: {len(train)} train / {len(test)} test patches (held out: {held_out})")
+    macs = count_macs(teacher, test.inputs[:1])
+    parameters = sum(p.numel() for p in teacher.parameters())
+    out.print(
+        f"  teacher: CycleGAN ResNet generator, {parameters:,} parameters, "
+        f"{macs / 1e9:.2f} GMACs per image"
+    )
+    out.print(
+        f"  test PSNR / SSIM: teacher {metrics['test_psnr']:.2f} dB / {metrics['test_ssim']:.3f}"
+        f", bicubic {metrics['bicubic_test_psnr']:.2f} dB / {metrics['bicubic_test_ssim']:.3f}"
+    )
+    out.print(f"  photos-sr: reproduce with `{record['command']}`")
