@@ -33,7 +33,8 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless index batches of ``range(n)``, reshuffled from ``generator`` every epoch."""
     while True:
         order = torch.randperm(n, generator=generator)
         for start in range(0, n - batch_size + 1, batch_size):
@@ -73,7 +74,7 @@ def train_feature_net(
         model = DigitsFeatureNet()
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps)
-        batches = _batches(len(train), recipe.batch_size, generator)
+        batches = shuffled_batches(len(train), recipe.batch_size, generator)
         model.train()
         for step in range(recipe.steps):
             index = next(batches)
@@ -119,7 +120,7 @@ def train_dcgan(
         betas = (0.5, 0.999)
         optG = torch.optim.Adam(netG.parameters(), lr=recipe.lr, betas=betas)
         optD = torch.optim.Adam(netD.parameters(), lr=recipe.lr, betas=betas)
-        batches = _batches(len(train), recipe.batch_size, generator_rng)
+        batches = shuffled_batches(len(train), recipe.batch_size, generator_rng)
         netG.train()
         netD.train()
         for step in range(recipe.steps):

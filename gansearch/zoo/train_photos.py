@@ -28,7 +28,7 @@ from torch import Tensor
 
 from gansearch.zoo.photos import PairedImages, PairedScore, load_photos_split, paired_scores
 from gansearch.zoo.resnet import NLayerDiscriminator, ResnetGenerator, init_weights
-from gansearch.zoo.train import Progress, _batches, seeded
+from gansearch.zoo.train import Progress, seeded, shuffled_batches
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def train_sr(
             return 1.0 - max(0, step - half) / (recipe.steps - half + 1)
 
         schedules = [torch.optim.lr_scheduler.LambdaLR(opt, linear) for opt in (optG, optD)]
-        batches = _batches(len(train), recipe.batch_size, rng)
+        batches = shuffled_batches(len(train), recipe.batch_size, rng)
         netG.train()
         netD.train()
         for step in range(recipe.steps):
