@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gansearch.evaluators.macs import batch_size_of, layer_macs, positional
+from gansearch.compress.batches import as_inputs
+from gansearch.evaluators.macs import batch_size_of, layer_macs
 
 __all__ = [
     "DEFAULT_BITS",
@@ -327,7 +328,7 @@ def measure_latency(
     _check_int("warmup", warmup, 0)
     _check_int("threads", threads, 1)
     batch = batch_size_of(example_input)
-    inputs = positional(example_input)
+    inputs = as_inputs(example_input)
     times_ms: list[float] = []
     with num_threads(threads), _eval_mode(model), torch.inference_mode():
         for _ in range(warmup):

@@ -62,6 +62,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gansearch.compress.batches import as_inputs
+
 __all__ = ["batch_size_of", "count_macs", "layer_macs"]
 
 # A counting rule: the MACs of one call, for all samples, from the forward hook's
@@ -201,32 +203,6 @@ def _counting_units(
         stack.extend((prefix + child_name, child) for child_name, child in reversed(children))
 
 
-def positional(example_input: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """``example_input`` as the generator's positional arguments (a tensor becomes a 1-tuple).
-
-    Raises:
-        TypeError: If it is neither a tensor nor a non-empty tuple of tensors.
-        ValueError: If a tensor has no batch dimension of size >= 1, or the tensors'
-            batch sizes differ.
-    """
-    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not inputs or not all(isinstance(part, Tensor) for part in inputs):
-        raise TypeError(
-            "`example_input` must be a torch.Tensor or a tuple of them, but got "
-            f"{type(example_input).__name__}."
-        )
-    shapes = [tuple(part.shape) for part in inputs]
-    if (
-        any(len(shape) < 1 or shape[0] < 1 for shape in shapes)
-        or len({shape[0] for shape in shapes}) != 1
-    ):
-        raise ValueError(
-            "`example_input` must have one batch dimension of size >= 1, "
-            f"but got shape(s) {shapes[0] if len(shapes) == 1 else shapes}."
-        )
-    return inputs
-
-
 def batch_size_of(example_input: Tensor | tuple[Tensor, ...]) -> int:
     """The batch size of ``example_input``, which per-sample counts are divided by.
 
@@ -234,7 +210,7 @@ def batch_size_of(example_input: Tensor | tuple[Tensor, ...]) -> int:
         TypeError: If ``example_input`` is not a tensor or a tuple of tensors.
         ValueError: If it has no (common) batch dimension of size >= 1.
     """
-    return int(positional(example_input)[0].shape[0])
+    return int(as_inputs(example_input)[0].shape[0])
 
 
 def _layer_macs_of_copy(
@@ -262,7 +238,7 @@ def _layer_macs_of_copy(
         # thop's own totals are not used: its aggregation descends into nn.Sequential
         # even when the Sequential has a rule, which would double-count a protocol
         # module that subclasses Sequential.
-        thop.profile(model, inputs=positional(example_input), custom_ops=custom_ops, verbose=False)
+        thop.profile(model, inputs=as_inputs(example_input), custom_ops=custom_ops, verbose=False)
     return {
         name: round(totals[module] / batch) if module in totals else 0 for name, module, _ in units
     }

@@ -130,7 +130,7 @@ def cached_reference_features(
     """Load the reference features from the cache, or compute and store them.
 
     The key is the SHA-256 over the key parts sorted by name (callers pass e.g. the
-    real-image tensor, the feature network's state_dict bytes and the protocol
+    real-image tensor, the feature network's state_dict digest and the protocol
     string), so any change to an input gives a new file. The file
     ``cache_dir / f"ref-{key[:16]}.safetensors"`` holds the features and the full
     key in its metadata; it is written atomically (temporary file in the same

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gansearch.compress.batches import Inputs, as_inputs, chunks
 from gansearch.evaluators import cost, fidelity, macs, quality
 from gansearch.evaluators.objectives import METRICS
 from gansearch.evaluators.reference_cache import ReferenceFeatures
@@ -83,19 +84,10 @@ class ScoringProtocol:
     data_range: float = 2.0
 
 
-Inputs = tuple[torch.Tensor, ...]
-
-
 def generate(generator: nn.Module, inputs: torch.Tensor | Inputs, batch_size: int) -> torch.Tensor:
     """Run ``generator(*inputs)`` in batches of ``batch_size``, in inference mode."""
-    parts = macs.positional(inputs)
     with torch.inference_mode():
-        return torch.cat(
-            [
-                generator(*chunk)
-                for chunk in zip(*(part.split(batch_size) for part in parts), strict=True)
-            ]
-        )
+        return torch.cat([generator(*chunk) for chunk in chunks(as_inputs(inputs), batch_size)])
 
 
 class Scorer:
@@ -131,7 +123,7 @@ class Scorer:
             if missing:
                 raise ValueError(f"`{name}` must cover every protocol seed, but misses {missing}.")
         self.protocol = protocol
-        self.inputs = {seed: macs.positional(batch) for seed, batch in inputs.items()}
+        self.inputs = {seed: as_inputs(batch) for seed, batch in inputs.items()}
         self.targets = dict(targets) if targets is not None else None
         self.embed = embed
         self.reference = reference

@@ -17,6 +17,17 @@ from gansearch.errors import CheckpointError
 from gansearch.files import atomic_path
 
 
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 of ``module.state_dict()``: every name, dtype, shape and raw byte (a cache key
+    for what was computed from these weights)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(dtype=torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from gansearch.benchmark import Benchmark
+from gansearch.checkpoints import state_digest
 from gansearch.compress.batches import to_device
 from gansearch.config import EvaluationProtocol, StudyConfig
 from gansearch.errors import GansearchError
@@ -35,13 +36,6 @@ def scoring_protocol(evaluation: EvaluationProtocol, data_range: float) -> Scori
         latency_threads=latency.threads,
         latency_batch_size=latency.batch_size,
         data_range=data_range,
-    )
-
-
-def _state_bytes(module: torch.nn.Module) -> bytes:
-    return b"".join(
-        name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes()
-        for name, tensor in sorted(module.state_dict().items())
     )
 
 
@@ -76,7 +70,7 @@ def prepare_scorer(
         reference = reference_cache.cached_reference_features(
             {
                 "real": benchmark.real,
-                "features": _state_bytes(features),
+                "features": state_digest(features),
                 "protocol": "features-v1",
             },
             compute_reference,

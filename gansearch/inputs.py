@@ -135,7 +135,9 @@ class FunctionSource(InputSource):
     Args:
         function: the user's function.
         path: its ``module:function`` path (for error messages).
-        paired: whether it returns targets (found by the first call, see :func:`probe`).
+
+    The function is called once with ``(2, 0)`` on construction, to learn whether it
+    returns targets and how many inputs it yields.
     """
 
     kind = "function"

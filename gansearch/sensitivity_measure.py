@@ -19,12 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from gansearch.benchmark import Benchmark
 from gansearch.benchmarks import load_benchmark
 from gansearch.candidates import CandidateEvaluator
+from gansearch.checkpoints import state_digest
 from gansearch.compress.plan import CompressionPlan
 from gansearch.config import StudyConfig
 from gansearch.evaluators.objectives import METRICS
@@ -75,22 +75,12 @@ def measured_config(config: StudyConfig) -> StudyConfig:
     return config.model_copy(update={"space": config.space.model_copy(update={"ofa": None})})
 
 
-def teacher_digest(teacher: nn.Module) -> str:
-    """SHA-256 of the teacher's state dict: names, dtypes, shapes and raw bytes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(flat.view(dtype=torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def cache_key(config: StudyConfig, teacher: nn.Module) -> str:
     """The cache key: what the table's figures depend on, hashed."""
     measured = measured_config(config)
     parts = {
         "version": TABLE_VERSION,
-        "teacher": teacher_digest(teacher),
+        "teacher": state_digest(teacher),
         "model": config.benchmark if config.model is None else config.model.model_dump_json(),
         "device": config.device,
         "seed": config.seed,

@@ -66,7 +66,7 @@ def load_user_model(config: StudyConfig) -> Benchmark:
         config.name, teacher.eval(), discriminator, real, features, inputs, train_inputs
     )
     _check_shapes(benchmark, spec)
-    _check_targets(config, benchmark)
+    _check_targets(config, spec, benchmark)
     if features is not None:
         _check_features(features, real, spec.features or "")
     if discriminator is not None:
@@ -216,7 +216,7 @@ def _check_shapes(benchmark: Benchmark, spec: CustomModel) -> None:
         )
 
 
-def _check_targets(config: StudyConfig, benchmark: Benchmark) -> None:
+def _check_targets(config: StudyConfig, spec: CustomModel, benchmark: Benchmark) -> None:
     """PSNR/SSIM objectives or constraints need inputs that come with targets."""
     if benchmark.inputs.paired:
         return
@@ -225,7 +225,7 @@ def _check_targets(config: StudyConfig, benchmark: Benchmark) -> None:
         if name in PAIRED_METRICS:
             raise ConfigError(
                 f"objective {name!r} needs ground truth, but the inputs function "
-                f"{config.model.inputs if config.model else ''!r} returns no targets; return "
+                f"{spec.inputs!r} returns no targets; return "
                 "{'inputs': ..., 'targets': ...} or remove it"
             )
 

@@ -118,7 +118,7 @@ def test_scorer_runs_generators_with_several_inputs() -> None:
     source = ConditionalSource((4,), num_classes=3)
     inputs = {seed: source.batch(8, seed).inputs for seed in (0, 1)}
     score = Scorer(PROTOCOL, inputs, None, None).score(Conditional())
-    assert score.values["params"] == 12 and score.values["macs"] >= 0
+    assert score.values["params"] == 12
     assert score.values["latency_ms"] > 0
 
 

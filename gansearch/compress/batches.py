@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 Inputs = tuple[Tensor, ...]
 """The positional arguments of one generator call; dimension 0 of each is the batch."""
@@ -42,26 +42,17 @@ def as_inputs(batch: Tensor | Sequence[Tensor]) -> Inputs:
     inputs = (batch,) if isinstance(batch, Tensor) else tuple(batch)
     if not inputs or not all(isinstance(part, Tensor) for part in inputs):
         raise TypeError(
-            "generator inputs must be a tensor or a tuple of tensors, but got "
+            "generator inputs must be a torch.Tensor or a tuple of them, but got "
             f"{type(batch).__name__}"
         )
-    sizes = {part.shape[0] if part.dim() else None for part in inputs}
-    if None in sizes or len(sizes) != 1:
+    sizes = {part.shape[0] if part.dim() else 0 for part in inputs}
+    if 0 in sizes or len(sizes) != 1:
         shapes = [tuple(part.shape) for part in inputs]
         raise ValueError(
-            f"generator inputs must share one batch dimension (dim 0), but got shapes {shapes}"
+            "generator inputs must share one batch dimension (dim 0) of size >= 1, but got "
+            f"shapes {shapes}"
         )
     return inputs
-
-
-def batch_size(inputs: Inputs) -> int:
-    """The batch size of ``inputs`` (dimension 0 of every tensor)."""
-    return int(as_inputs(inputs)[0].shape[0])
-
-
-def head(inputs: Inputs, n: int) -> Inputs:
-    """The first ``n`` samples of ``inputs``."""
-    return tuple(part[:n] for part in inputs)
 
 
 def chunks(inputs: Inputs, size: int) -> list[Inputs]:
@@ -73,11 +64,6 @@ def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
     return tuple(part.to(device) for part in inputs)
 
 
-def cat(batches: Sequence[Inputs]) -> Inputs:
-    """Concatenate input batches along the batch dimension."""
-    return tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
-
-
 def draw(sampler: InputSampler, n: int, seed: int) -> Inputs:
     """``n`` inputs from ``sampler`` with a fresh generator seeded by ``seed``."""
     return sampler.sample(n, torch.Generator().manual_seed(seed))
@@ -86,8 +72,3 @@ def draw(sampler: InputSampler, n: int, seed: int) -> Inputs:
 def zeros_like(inputs: Inputs, n: int = 2) -> Inputs:
     """A batch of ``n`` zero inputs of the same per-sample shapes and dtypes (for tracing)."""
     return tuple(torch.zeros((n, *part.shape[1:]), dtype=part.dtype) for part in inputs)
-
-
-def run(model: nn.Module, inputs: Inputs) -> Tensor:
-    """``model(*inputs)``."""
-    return model(*inputs)
