@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,11 +25,15 @@ from gansearch.benchmarks import load_benchmark
 from gansearch.compress.apply import CompressedGenerator, apply_plan, round_to_norm_dtype
 from gansearch.compress.plan import CompressionPlan
 from gansearch.config import DistillConfig, StudyConfig
-from gansearch.evaluate import prepare_scorer
+from gansearch.evaluate import prepare_scorer, validation_measure
 from gansearch.evaluators.objectives import Constraint
-from gansearch.evaluators.scorer import Score
+from gansearch.evaluators.scorer import Score, Scorer
+from gansearch.fidelity import FULL, LOW, Fidelity, cheap_config
 from gansearch.spaces.joint import JointSpace
 from gansearch.supernets import supernet_directory, supernet_entry
+
+if TYPE_CHECKING:
+    from gansearch.compress.distill import DistillResult
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class CandidateResult:
         constraints: one value per study constraint; ``<= 0`` holds (Optuna's convention).
         failure: why the candidate failed, or ``None``.
         seconds: wall time of the evaluation.
+        finetune_seconds: the part of it spent distilling (``search.finetune_steps``).
+        fidelity: the protocol it was scored under: ``"full"``, or ``"low"`` (the cheap
+            protocol of ``search.fidelity``, :mod:`gansearch.fidelity`).
     """
 
     plan_json: str
@@ -54,6 +61,8 @@ class CandidateResult:
     constraints: tuple[float, ...] = ()
     failure: str | None = None
     seconds: float = 0.0
+    fidelity: Fidelity = FULL
+    finetune_seconds: float = 0.0
 
     @property
     def feasible(self) -> bool:
@@ -82,9 +91,17 @@ class CandidateEvaluator:
     Args:
         config: the study.
         benchmark: an already loaded benchmark (loaded from ``config`` if omitted).
+        supernet_dir: read the OFA supernet from this folder instead of the study's
+            (e.g. to compare two supernets on one protocol).
     """
 
-    def __init__(self, config: StudyConfig, benchmark: Benchmark | None = None) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        benchmark: Benchmark | None = None,
+        *,
+        supernet_dir: Path | None = None,
+    ) -> None:
         from gansearch.compress.batchnorm import calibration_batches
 
         self.config = config
@@ -106,15 +123,29 @@ class CandidateEvaluator:
         self.calibration = calibration_batches(
             self.benchmark.train_inputs, CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE, config.seed
         )
-        self.supernet = self._load_supernet() if config.space.ofa is not None else None
+        self.supernet = self._load_supernet(supernet_dir) if config.space.ofa is not None else None
+        self.validation: Callable[[nn.Module], float] | None = None
+        self._low: tuple[StudyConfig, Scorer, Score] | None = None
 
-    def _load_supernet(self) -> Any:
+    def low_fidelity(self) -> tuple[StudyConfig, Scorer, Score]:
+        """The cheap protocol (``search.fidelity``): its config, scorer and teacher score,
+        prepared on first use against the same real split as the full one."""
+        if self._low is None:
+            cheap = cheap_config(self.config)
+            scorer = prepare_scorer(self.benchmark, cheap)
+            identity = CompressionPlan.identity(self.space.structure)
+            structure = self.space.structure
+            teacher = apply_plan(self.teacher, identity, self.example, structure=structure)
+            self._low = (cheap, scorer, scorer.score(teacher))
+        return self._low
+
+    def _load_supernet(self, directory: Path | None) -> Any:
         from gansearch.compress.supernet import load_supernet
 
         return load_supernet(
             self.teacher,
             self.space.structure,
-            supernet_directory(self.config, self.benchmark),
+            directory or supernet_directory(self.config, self.benchmark),
             entry=supernet_entry(self.benchmark),
             inputs=self.benchmark.train_inputs,
             hint="run `gansearch supernet train` for this study, or set `space.ofa: off`",
@@ -144,16 +175,26 @@ class CandidateEvaluator:
             recalibrate_batchnorm(compressed.module, self.calibration)
         steps = self.config.search.finetune_steps if finetune_steps is None else finetune_steps
         if steps > 0:
-            compressed = self.finetune(compressed, steps)
+            compressed, _ = self.finetune(compressed, steps)
         # Recalibration and distillation write float32 norm tensors and biases; score what
         # the artifact stores, in the plan's norm_dtype.
         return round_to_norm_dtype(compressed).eval()
 
-    def finetune(self, compressed: CompressedGenerator, steps: int) -> CompressedGenerator:
-        """Quantisation-aware knowledge distillation from the teacher (survey Eq. 1-8)."""
+    def finetune(
+        self, compressed: CompressedGenerator, steps: int
+    ) -> tuple[CompressedGenerator, DistillResult]:
+        """Quantisation-aware knowledge distillation from the teacher (survey Eq. 1-8).
+
+        The study's ``distill`` recipe for ``steps`` steps; the returned student is the
+        state with the best study quality on held-out inputs
+        (:func:`gansearch.evaluate.validation_measure`), so it is never worse than
+        ``compressed`` on that measure. Norm tensors are rounded to the plan's dtype.
+        """
         from gansearch.compress.distill import distill
 
         base = self.config.distill or DistillConfig()
+        if self.validation is None:  # built on first use: searches without fine-tune skip it
+            self.validation = validation_measure(self.benchmark, self.config)
         result = distill(
             compressed.module,
             self.teacher,
@@ -161,21 +202,33 @@ class CandidateEvaluator:
             self.benchmark.real,
             base.model_copy(update={"steps": steps}).recipe(),
             inputs=self.benchmark.train_inputs,
+            validate=self.validation,
         )
-        return CompressedGenerator(result.student, compressed.plan, compressed.structure)
+        student = CompressedGenerator(result.student, compressed.plan, compressed.structure)
+        return round_to_norm_dtype(student).eval(), result
 
     # ------------------------------------------------------------------ scoring
 
     def constraint_values(self, values: Mapping[str, float]) -> tuple[float, ...]:
         return tuple(c.violation(values, self.teacher_score.values) for c in self.constraints)
 
-    def score_plan(self, plan: CompressionPlan) -> CandidateResult:
-        """Build and score one plan; any failure becomes a failed result with its reason."""
+    def score_plan(self, plan: CompressionPlan, fidelity: Fidelity = FULL) -> CandidateResult:
+        """Build and score one plan at ``fidelity``; any failure becomes a failed result
+        with its reason."""
         start = time.perf_counter()
         plan_json = plan.to_json()
         try:
-            compressed = self.build(plan)
-            score = self.scorer.score(compressed)
+            scorer, teacher = self.scorer, self.teacher_score
+            steps, finetune_seconds = self.config.search.finetune_steps, 0.0
+            if fidelity == LOW:
+                cheap, scorer, teacher = self.low_fidelity()
+                steps = cheap.search.finetune_steps
+            compressed = self.build(plan, finetune_steps=0)
+            if steps > 0:  # timed apart: the progress and the report show what it costs
+                tuned = time.perf_counter()
+                compressed, _ = self.finetune(compressed, steps)
+                finetune_seconds = time.perf_counter() - tuned
+            score = scorer.score(compressed)
             values = score.objectives(self.config.objectives)
             bad = [
                 n
@@ -196,23 +249,28 @@ class CandidateEvaluator:
             reason = (
                 f"{type(error).__name__}: {error} (at {Path(where.filename).name}:{where.lineno})"
             )
-            return CandidateResult(plan_json, failure=reason, seconds=time.perf_counter() - start)
+            return CandidateResult(
+                plan_json, failure=reason, seconds=time.perf_counter() - start, fidelity=fidelity
+            )
         return CandidateResult(
             plan_json,
             values=values,
             metrics=dict(score.values),
             spread=dict(score.spread),
-            constraints=self.constraint_values(score.values),
+            constraints=tuple(c.violation(score.values, teacher.values) for c in self.constraints),
             seconds=time.perf_counter() - start,
+            fidelity=fidelity,
+            finetune_seconds=finetune_seconds,
         )
 
-    def evaluate(self, params: Mapping[str, Any]) -> CandidateResult:
-        """Decode gene values into a plan and score it."""
+    def evaluate(self, params: Mapping[str, Any], fidelity: Fidelity = FULL) -> CandidateResult:
+        """Decode gene values into a plan and score it at ``fidelity``."""
         try:
             plan = self.space.decode(params)
         except Exception as error:  # noqa: BLE001 - an undecodable proposal is a failed trial
-            return CandidateResult("{}", failure=f"{type(error).__name__}: {error}")
-        return self.score_plan(plan)
+            failure = f"{type(error).__name__}: {error}"
+            return CandidateResult("{}", failure=failure, fidelity=fidelity)
+        return self.score_plan(plan, fidelity)
 
     def compressed_from_json(
         self, plan_json: str, *, finetune_steps: int = 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -30,11 +30,12 @@ from pydantic import (
     model_validator,
 )
 
-from gansearch.compress import recipes
 from gansearch.errors import ConfigError
 from gansearch.evaluation_config import EvaluationProtocol, Section, Seed
+from gansearch.fidelity import CheapProtocol, check_fidelity
 from gansearch.search.registry import ENGINE_NAMES, SAMPLER_NAMES, STRATEGY_NAMES
 from gansearch.spaces.config import SpaceConfig
+from gansearch.training_config import DistillConfig, ExportConfig, SupernetConfig
 
 INPUT_KINDS = ("latents", "conditional", "paired", "unpaired")
 """The built-in kinds of ``model.inputs`` (see :mod:`gansearch.inputs`); anything else is a
@@ -148,82 +149,6 @@ def _is_function_path(value: str) -> bool:
     return value.count(":") == 1 and all(value.split(":"))
 
 
-class DistillLosses(Section):
-    """Weights of the knowledge-distillation loss terms; a weight of 0 switches a term off.
-
-    The terms follow the survey's Eq. 1-8 (see :mod:`gansearch.compress.distill_loss`):
-    ``pixel`` (Eq. 2, L1 or L2 by ``pixel_norm``), ``adversarial`` (Eq. 1/3),
-    ``class_logits`` (Eq. 4-5), ``feature`` (Eq. 6-7, learned 1x1 mappings on
-    ``feature_layers``, default: the generator's norm layers) and ``perceptual`` (Eq. 8,
-    discriminator features). ``discriminator_lr`` > 0 also trains a copy of the
-    discriminator for the adversarial term; 0 keeps it fixed.
-    """
-
-    pixel: float = Field(1.0, ge=0, allow_inf_nan=False)
-    pixel_norm: Literal["l1", "l2"] = "l1"
-    adversarial: float = Field(0.0, ge=0, allow_inf_nan=False)
-    class_logits: float = Field(0.0, ge=0, allow_inf_nan=False)
-    feature: float = Field(0.0, ge=0, allow_inf_nan=False)
-    perceptual: float = Field(0.0, ge=0, allow_inf_nan=False)
-    feature_layers: tuple[str, ...] | None = None
-    discriminator_lr: float = Field(0.0, ge=0, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _some_term_on(self) -> DistillLosses:
-        if not any(getattr(self, term) > 0 for term in recipes.LOSS_TERMS):
-            terms = ", ".join(recipes.LOSS_TERMS)
-            raise ValueError(f"at least one loss weight must be > 0 (terms: {terms})")
-        return self
-
-    def recipe(self) -> recipes.DistillLosses:
-        """The validated weights as the compress layer's frozen value."""
-        return recipes.DistillLosses(**self.model_dump())
-
-
-class DistillConfig(Section):
-    """Knowledge-distillation fine-tuning of a compressed generator (budget = ``steps``)."""
-
-    steps: int = Field(200, ge=1)
-    lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
-    batch_size: int = Field(64, ge=2)
-    seed: Seed = 0
-    losses: DistillLosses = DistillLosses()
-
-    def recipe(self) -> recipes.DistillRecipe:
-        """The validated section as the compress layer's frozen value."""
-        return recipes.DistillRecipe(**{**self.model_dump(), "losses": self.losses.recipe()})
-
-
-class SupernetConfig(Section):
-    """Once-for-all supernet training (Cai et al., ICLR 2020; Li et al., CVPR 2020).
-
-    ``ratios`` are the width ratios each prunable group may take; every step trains the
-    largest, the smallest and one random width vector (sandwich rule). At extraction the
-    BatchNorm statistics are recalibrated on ``calibration_batches`` latent batches.
-    """
-
-    steps: int = Field(2000, ge=1)
-    ratios: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
-    lr: float = Field(2e-4, gt=0, allow_inf_nan=False)
-    batch_size: int = Field(64, ge=2)
-    seed: Seed = 0
-    calibration_batches: int = Field(8, ge=0)
-    losses: DistillLosses = DistillLosses(pixel=1.0, feature=1.0)
-
-    @field_validator("ratios")
-    @classmethod
-    def _valid_ratios(cls, ratios: tuple[float, ...]) -> tuple[float, ...]:
-        if not ratios or any(not 0.0 < r <= 1.0 for r in ratios):
-            raise ValueError(f"every ratio must be in (0, 1], got {list(ratios)}")
-        if len(set(ratios)) != len(ratios):
-            raise ValueError(f"ratios repeat a value: {list(ratios)}")
-        return tuple(sorted(ratios))
-
-    def recipe(self) -> recipes.SupernetRecipe:
-        """The validated section as the compress layer's frozen value."""
-        return recipes.SupernetRecipe(**{**self.model_dump(), "losses": self.losses.recipe()})
-
-
 class WorkerResources(Section):
     """What one Ray worker (one candidate in flight) reserves: CPUs and optionally a GPU."""
 
@@ -269,6 +194,7 @@ class SearchConfig(Section):
     resources: WorkerResources = WorkerResources()
     candidate_timeout: float | None = Field(None, gt=0)
     max_retries: int = Field(1, ge=0)
+    fidelity: CheapProtocol = None  # multi-fidelity search (gansearch.fidelity)
     heartbeat_interval: int = Field(10, ge=1)  # seconds; see gansearch.runner.heartbeat
     grace_period: int = Field(60, ge=2)  # seconds without a heartbeat: controller dead
 
@@ -322,6 +248,7 @@ class StudyConfig(Section):
     supernet: SupernetConfig | None = None
     space: SpaceConfig = SpaceConfig()
     search: SearchConfig = SearchConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _one_model_source(self) -> StudyConfig:
@@ -396,6 +323,11 @@ class StudyConfig(Section):
                     f"`search.constraints`: {text!r} constrains {name!r}, which this study never "
                     f"measures; constrain one of: {', '.join(sorted(measured))}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _fidelity_fits(self) -> StudyConfig:
+        check_fidelity(self)
         return self
 
     def measured_metrics(self) -> frozenset[str]:

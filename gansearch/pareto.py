@@ -1,6 +1,8 @@
 """The Pareto front of a study, read back from its Optuna storage.
 
-Only COMPLETE trials whose constraints all hold are candidates for the front. Given the
+Only COMPLETE full-fidelity trials whose constraints all hold are candidates for the
+front (a multi-fidelity search's ``fidelity: low`` trials are not, :mod:`gansearch.fidelity`;
+trials without the attribute, from older studies, are full). Given the
 study file's current ``search.constraints``, feasibility is recomputed from each trial's
 stored ``metrics`` and the study's ``teacher_metrics`` (so editing the constraints takes
 effect on trials recorded before; a trial lacking a metric a constraint needs is
@@ -45,6 +47,7 @@ from gansearch.evaluators.objectives import (
     PSNR_CEILING_DB,
     Constraint,
 )
+from gansearch.fidelity import FIDELITY_ATTR, LOW, LOW_METRICS_ATTR, is_full_fidelity
 
 # A candidate gets hypervolume credit only if it is no worse than this, teacher-relative:
 # quality up to twice the teacher's FID-like loss, cost up to 1.1x the teacher's own
@@ -135,7 +138,7 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
 def pareto_front(
     study: Any, objectives: Sequence[str], *, constraints: Sequence[str] | None = None
 ) -> list[FrontPoint]:
-    """Feasible, complete, non-dominated trials, sorted by the first objective.
+    """Feasible, complete, full-fidelity, non-dominated trials, sorted by the first objective.
 
     ``constraints``: the study file's current constraint texts, judged against each trial's
     stored metrics (:func:`is_feasible`); ``None``: the values recorded with each trial.
@@ -146,7 +149,7 @@ def pareto_front(
     trials = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if is_feasible(t, constraints, teacher)
+        if is_full_fidelity(t.user_attrs) and is_feasible(t, constraints, teacher)
     ]
     trials = [t for t in trials if all(math.isfinite(v) for v in t.values)]
     if not trials:
@@ -266,6 +269,32 @@ def best(front: Sequence[FrontPoint], metric_name: str) -> FrontPoint:
     return max(scored, key=lambda p: sign * float(p.metrics[metric_name]))
 
 
+def most_compressed(
+    front: Sequence[FrontPoint], objectives: Sequence[str], teacher: Mapping[str, float | None]
+) -> FrontPoint:
+    """The feasible front point with the largest geometric-mean compression.
+
+    The product of teacher / candidate over the study's cost objectives (stored bytes,
+    MACs, ...): the point that trades the most cost for the quality the constraints still
+    allow, weighing a halving of bytes and a halving of MACs alike (what ``gansearch bench
+    headline`` exports). Cost objectives without a finite teacher value are left out.
+    """
+    costs = [o for o in objectives if METRICS[o].kind == "cost" and teacher.get(o)]
+    if not front:
+        raise ValueError("the front is empty: no feasible completed trial")
+    if not costs:
+        raise ValueError("`--pick compression` needs a cost objective the teacher has")
+
+    def log_ratio(point: FrontPoint) -> float:
+        values = [point.metrics.get(name) for name in costs]
+        if any(v is None or v <= 0 for v in values):
+            return -math.inf
+        pairs = zip(costs, values, strict=True)
+        return sum(math.log(float(teacher[name]) / float(value)) for name, value in pairs)
+
+    return max(front, key=log_ratio)
+
+
 @dataclass(frozen=True)
 class PlotPoint:
     number: int
@@ -277,7 +306,8 @@ class PlotPoint:
 def plot_points(
     study: Any, quality: str, cost: str, *, constraints: Sequence[str] | None = None
 ) -> list[PlotPoint]:
-    """Every COMPLETE trial with both metrics, labelled (feasibility as in :func:`is_feasible`)."""
+    """Every COMPLETE full-fidelity trial with both metrics, labelled (feasibility as in
+    :func:`is_feasible`)."""
     from optuna.trial import TrialState
 
     teacher = study.user_attrs.get("teacher_metrics") or {}
@@ -285,6 +315,8 @@ def plot_points(
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         metrics = trial.user_attrs.get("metrics", {})
         if metrics.get(quality) is None or metrics.get(cost) is None:
+            continue
+        if not is_full_fidelity(trial.user_attrs):  # cheap values do not compare
             continue
         label = trial.user_attrs.get("reference") or (
             "dominated" if is_feasible(trial, constraints, teacher) else "infeasible"
@@ -373,12 +405,15 @@ def pick(
     objectives: Sequence[str],
     teacher: Mapping[str, float | None],
 ) -> FrontPoint:
-    """``"knee"`` or ``"best:<metric>"``."""
+    """``"knee"`` (:func:`knee`), ``"compression"`` (:func:`most_compressed`) or
+    ``"best:<metric>"`` (:func:`best`)."""
     if how == "knee":
         return knee(front, objectives, teacher)
+    if how == "compression":
+        return most_compressed(front, objectives, teacher)
     if how.startswith("best:"):
         return best(front, how.removeprefix("best:"))
-    raise ValueError(f"`--pick` must be 'knee' or 'best:<metric>', got {how!r}")
+    raise ValueError(f"`--pick` must be 'knee', 'compression' or 'best:<metric>', got {how!r}")
 
 
 def _ratio(teacher: float | None, value: float | None) -> float | None:
@@ -396,12 +431,14 @@ def pareto_report(
     ``unjudged`` lists the COMPLETE trials counted infeasible because they lack a metric
     one of them needs. ``hypervolume`` is ``None`` when the study has no teacher metrics,
     or when a teacher value cannot scale its objective (``hypervolume_unavailable`` says
-    why).
+    why). ``low_fidelity_only`` counts the trials a multi-fidelity search kept at low
+    fidelity (never on the front), ``promoted`` those it scored in full after a cheap score.
     """
     from optuna.trial import TrialState
 
     teacher = study.user_attrs.get("teacher_metrics") or {}
     front = pareto_front(study, objectives, constraints=constraints)
+    every = study.get_trials(deepcopy=False)
     quality = next((n for n in objectives if METRICS[n].kind == "quality"), "fid")
     rows = []
     for point in front:
@@ -442,7 +479,11 @@ def pareto_report(
             if lacks_metric(t, constraints, teacher)
         ],
         "teacher": teacher,
-        "trials": len(study.get_trials(deepcopy=False)),
+        "trials": len(every),
+        "low_fidelity_only": sum(t.user_attrs.get(FIDELITY_ATTR) == LOW for t in every),
+        "promoted": sum(
+            is_full_fidelity(t.user_attrs) and LOW_METRICS_ATTR in t.user_attrs for t in every
+        ),
         "front": rows,
         "hypervolume": volume,
         "hypervolume_unavailable": unavailable,

@@ -27,6 +27,7 @@ from gansearch.candidates import CandidateEvaluator
 from gansearch.checkpoints import state_digest
 from gansearch.compress.plan import CompressionPlan
 from gansearch.config import StudyConfig
+from gansearch.evaluate import quality_metric
 from gansearch.evaluators.objectives import METRICS
 from gansearch.sensitivity import (
     CACHE_FILE,
@@ -45,7 +46,6 @@ from gansearch.spaces.config import bits_spec
 from gansearch.spaces.genes import Mask
 from gansearch.spaces.joint import JointSpace
 
-FALLBACK_METRIC = "teacher_psnr"
 SAVED_METRICS = ("stored_bytes", "macs")
 """Costs every entry records as saved; the study's other cost objectives are added
 (latency excepted: it is a timing, too noisy to compare single choices)."""
@@ -63,11 +63,6 @@ Progress = Callable[[int, int, str], None]
 def skipped_families(config: StudyConfig) -> tuple[str, ...]:
     """The study's families that the table does not measure, with the reason."""
     return (OFA_SKIPPED,) if config.space.ofa is not None else ()
-
-
-def quality_metric(config: StudyConfig) -> str:
-    """The study's first quality objective, or ``teacher_psnr`` when it has none."""
-    return next((o for o in config.objectives if METRICS[o].kind == "quality"), FALLBACK_METRIC)
 
 
 def measured_config(config: StudyConfig) -> StudyConfig:

@@ -31,6 +31,7 @@ from gansearch.errors import GansearchError
 from gansearch.evaluators.objectives import directions
 from gansearch.runner.heartbeat import fail_stale
 from gansearch.runner.loop import run_loop
+from gansearch.runner.promotion import PromotionGate
 from gansearch.runner.recording import finite_or_none
 from gansearch.runner.storage import Heartbeat, connect, finished_trials, storage_url
 from gansearch.search.base import Strategy, genome_key
@@ -53,6 +54,8 @@ class RunSummary:
     failed: int
     recovered: int
     seconds: float
+    promoted: int = 0  # multi-fidelity: cheap candidates this call scored in full
+    low_only: int = 0  # ... and those it kept at low fidelity
 
 
 def state_key(strategy: str, seed: int) -> str:
@@ -132,6 +135,7 @@ def run_study(
             for params in guided_params(evaluator):  # the first proposals of a fresh study
                 chosen.enqueue(params)
         _restore_or_seed(chosen, name, key, study, space, config)
+        gate = PromotionGate(evaluator) if search.fidelity is not None else None
         if on_start is not None:
             on_start(study, evaluator)
         evaluated = run_loop(
@@ -144,6 +148,7 @@ def run_study(
             state_key=key,
             on_result=on_result,
             attrs=_trial_attrs(space, name, seed),
+            gate=gate,
         )
     finished = finished_trials(study)
     return RunSummary(
@@ -154,6 +159,8 @@ def run_study(
         sum(t.state.name == "FAIL" for t in finished),
         recovered,
         time.monotonic() - started,
+        gate.promoted if gate is not None else 0,
+        gate.dropped if gate is not None else 0,
     )
 
 

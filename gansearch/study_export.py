@@ -1,9 +1,10 @@
 """From a finished study to an artifact: pick a trial, rebuild it, export, re-measure.
 
 :func:`export_trial` is what ``gansearch export`` runs. The candidate is rebuilt from its
-recorded plan by the same :class:`~gansearch.candidates.CandidateEvaluator` the search used
-(optionally distilled further), written with :func:`gansearch.compress.artifact.export`,
-loaded back from disk and scored again, so the reported figures are the artifact's own.
+recorded plan by the same :class:`~gansearch.candidates.CandidateEvaluator` the search
+used, distilled further (``export.finetune_steps``, on by default), written with
+:func:`gansearch.compress.artifact.export`, loaded back from disk and scored again, so the
+reported figures are the artifact's own.
 
 A study with its own ``model.generator`` records that factory in the artifact, and the
 load-back trusts exactly it (the user chose it); a zoo benchmark records the zoo generator.
@@ -14,6 +15,7 @@ artifact's other files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from gansearch.compress.manifest import MANIFEST_FILE, ONNX_FILE, SAMPLES_FILE, 
 from gansearch.compress.placement import check_target
 from gansearch.config import StudyConfig, load_study
 from gansearch.errors import GansearchError
+from gansearch.fidelity import is_full_fidelity
 from gansearch.files import atomic_path
 from gansearch.pareto import pareto_front
 from gansearch.pareto import pick as pick_point
@@ -97,6 +100,11 @@ def choose_trial(
         raise GansearchError(
             f"trial {trial} is {chosen.state.name} ({reason}); pick a COMPLETE trial"
         )
+    if not is_full_fidelity(chosen.user_attrs):
+        raise GansearchError(
+            f"trial {trial} was scored only at low fidelity (multi-fidelity search); export a "
+            "full-fidelity trial, e.g. one on `gansearch pareto`'s front"
+        )
     return chosen
 
 
@@ -106,20 +114,30 @@ def export_trial(
     *,
     trial: int | None = None,
     pick: str | None = None,
-    finetune_steps: int = 0,
+    finetune_steps: int | None = None,
     storage: str | None = None,
     evaluator: Any | None = None,
     force: bool = False,
+    finetuned: tuple[Any, Any, float] | None = None,
 ) -> dict[str, Any]:
-    """Rebuild a trial's candidate, optionally distil it, export it, and re-measure the artifact.
+    """Rebuild a trial's candidate, distil it, export it, and re-measure the artifact.
 
-    Writes the artifact (``weights.safetensors``, ``manifest.json``, ``model.onnx``) plus
-    ``samples.png`` (input | teacher | student | target on the same inputs) into ``out``:
-    a missing or empty folder, or a previous artifact; any other folder only with
-    ``force``, and then only those four files are replaced.
+    The candidate is rebuilt as the search scored it and measured (``before``), then
+    fine-tuned for ``finetune_steps`` steps of quantisation-aware distillation (default:
+    the study's ``export.finetune_steps``; 0 skips it) and measured again (``after``);
+    the fine-tune keeps the state with the best study quality on held-out inputs
+    (:meth:`~gansearch.candidates.CandidateEvaluator.finetune`). Writes the artifact
+    (``weights.safetensors``, ``manifest.json``, ``model.onnx``) plus ``samples.png``
+    (input | teacher | student | target on the same inputs) into ``out``: a missing or
+    empty folder, or a previous artifact; any other folder only with ``force``, and then
+    only those four files are replaced. The figures returned under ``artifact_metrics``
+    are measured on the artifact loaded back from disk. ``finetuned``: ``(model,
+    DistillResult, seconds)`` of this trial already distilled for ``finetune_steps``
+    steps (:func:`gansearch.refine.refine`), exported instead of distilling again.
     """
 
     config = study_file if isinstance(study_file, StudyConfig) else load_study(study_file)
+    steps = config.export.finetune_steps if finetune_steps is None else finetune_steps
     check_target(Path(out), force=force)  # before the (slow) rebuild; export checks again
     study = open_study(config, storage, create=False)
     chosen = choose_trial(
@@ -127,17 +145,33 @@ def export_trial(
     )
     if evaluator is None:
         evaluator = CandidateEvaluator(config)
-    compressed = evaluator.compressed_from_json(
-        chosen.user_attrs["plan"], finetune_steps=finetune_steps
-    )
-    in_memory = evaluator.scorer.score(compressed)
+    compressed = evaluator.compressed_from_json(chosen.user_attrs["plan"])
+    before = evaluator.scorer.score(compressed)
+    finetune: dict[str, Any] = {"steps": steps}
+    if steps > 0:
+        started = time.perf_counter()
+        if finetuned is None:
+            compressed, result = evaluator.finetune(compressed, steps)
+            seconds = time.perf_counter() - started
+        else:  # already distilled with these steps (gansearch.refine)
+            compressed, result, seconds = finetuned
+        finetune.update(
+            seconds=round(seconds, 1),
+            best_step=result.best_step,
+            validation=[list(point) for point in result.validation],
+            before=finite_or_none(before.values),
+            before_spread=finite_or_none(before.spread),
+        )
+        in_memory = evaluator.scorer.score(compressed)
+    else:
+        in_memory = before
     factory = config.model.generator if config.model is not None else None
     path = export(
         compressed,
         Path(out),
         metrics={
             "trial": chosen.number,
-            "finetune_steps": finetune_steps,
+            "finetune_steps": steps,
             **finite_or_none(in_memory.values),
         },
         example_input=tuple(part[:1] for part in evaluator.example),
@@ -163,6 +197,17 @@ def export_trial(
         "artifact": str(path),
         "files": sorted((MANIFEST_FILE, WEIGHTS_FILE, ONNX_FILE, SAMPLES_FILE)),
         "trial_metrics": chosen.user_attrs.get("metrics", {}),
+        "finetune": finetune,
         "artifact_metrics": finite_or_none(artifact.values),
         "artifact_spread": finite_or_none(artifact.spread),
+        "teacher_metrics": finite_or_none(evaluator.teacher_score.values),
+        "teacher_spread": finite_or_none(evaluator.teacher_score.spread),
+        "constraints": {
+            text: value <= 0
+            for text, value in zip(
+                config.search.constraints,
+                evaluator.constraint_values(artifact.values),
+                strict=True,
+            )
+        },
     }

@@ -132,7 +132,8 @@ def train_study_supernet(
     """
     from gansearch.checkpoints import sha256_file
     from gansearch.compress import describe
-    from gansearch.compress.supernet import save_supernet, train_supernet
+    from gansearch.compress.supernet import save_supernet
+    from gansearch.compress.supernet_train import train_supernet
     from gansearch.zoo.weights_io import weights_dir
 
     if bundled and (out is not None or config.model is not None):

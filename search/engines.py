@@ -4,7 +4,8 @@ The strategy decides what to evaluate next; an engine only runs it. Both engines
 the same small abstract base class (:class:`Engine`):
 
 * ``slots``: how many candidates may be in flight at once;
-* ``submit(ticket, params)``: start evaluating ``params``; ``ticket`` is the caller's id;
+* ``submit(ticket, params, fidelity="full")``: start evaluating ``params`` at
+  ``fidelity`` (see :func:`call_evaluate`); ``ticket`` is the caller's id;
 * ``wait() -> Finished``: block until one submitted candidate is done (in any order);
 * ``cancel() -> list[ticket]``: drop everything in flight (Ctrl-C), returning the tickets;
 * ``close()``: stop the workers (and the Ray it started, if any). Engines are context managers.
@@ -58,9 +59,22 @@ from gansearch.errors import GansearchError
 from gansearch.search.base import Failure
 
 Params = Mapping[str, Any]
-EvaluateFactory = Callable[[], Callable[[Params], Any]]
+EvaluateFactory = Callable[[], Callable[..., Any]]
+FULL_FIDELITY = "full"
 
 CONNECT_TIMEOUT_S = 3.0
+
+
+def call_evaluate(evaluate: Callable[..., Any], params: Params, fidelity: str) -> Any:
+    """``evaluate(params)`` at full fidelity, else ``evaluate(params, fidelity)``.
+
+    A multi-fidelity study (:mod:`gansearch.fidelity`) scores a candidate first at
+    ``"low"`` fidelity; every engine carries the fidelity to the worker through this one
+    call, so that a plain ``params -> result`` function still serves single-fidelity runs.
+    """
+    if fidelity == FULL_FIDELITY:
+        return evaluate(params)
+    return evaluate(params, fidelity)
 
 
 class EngineError(GansearchError):
@@ -86,8 +100,9 @@ class Engine(abc.ABC):
     slots: int
 
     @abc.abstractmethod
-    def submit(self, ticket: Hashable, params: Params) -> None:
-        """Start evaluating ``params``; ``ticket`` identifies it in :meth:`wait`'s answer."""
+    def submit(self, ticket: Hashable, params: Params, fidelity: str = FULL_FIDELITY) -> None:
+        """Start evaluating ``params`` at ``fidelity``; ``ticket`` identifies it in
+        :meth:`wait`'s answer (and may be submitted again once it has come back)."""
 
     @abc.abstractmethod
     def wait(self) -> Finished:
@@ -130,23 +145,24 @@ class LocalEngine(Engine):
             raise ValueError("give exactly one of `factory` and `evaluate`.")
         self._factory = factory
         self._evaluate = evaluate
-        self._queue: deque[tuple[Hashable, Params]] = deque()
+        self._queue: deque[tuple[Hashable, Params, str]] = deque()
 
-    def submit(self, ticket: Hashable, params: Params) -> None:
-        self._queue.append((ticket, params))
+    def submit(self, ticket: Hashable, params: Params, fidelity: str = FULL_FIDELITY) -> None:
+        self._queue.append((ticket, params, fidelity))
 
     def wait(self) -> Finished:
         if not self._queue:
             raise RuntimeError("wait() with nothing submitted.")
         if self._evaluate is None:
             self._evaluate = self._factory()  # type: ignore[misc]
-        ticket, params = self._queue[0]
-        result = self._evaluate(params)  # a Ctrl-C here leaves the ticket queued for cancel()
+        ticket, params, fidelity = self._queue[0]
+        # a Ctrl-C here leaves the ticket queued for cancel()
+        result = call_evaluate(self._evaluate, params, fidelity)
         self._queue.popleft()
         return Finished(ticket, result)
 
     def cancel(self) -> list[Hashable]:
-        tickets = [ticket for ticket, _ in self._queue]
+        tickets = [ticket for ticket, _, _ in self._queue]
         self._queue.clear()
         return tickets
 
@@ -166,14 +182,15 @@ class _CandidateWorker:
     def ready(self) -> int:
         return os.getpid()
 
-    def evaluate(self, params: Params) -> Any:
-        return self._evaluate(params)
+    def evaluate(self, params: Params, fidelity: str = FULL_FIDELITY) -> Any:
+        return call_evaluate(self._evaluate, params, fidelity)
 
 
 @dataclass
 class _Task:
     ticket: Hashable
     params: Params
+    fidelity: str = FULL_FIDELITY
     attempts: int = 0
     started: float = 0.0
 
@@ -317,8 +334,8 @@ class RayEngine(Engine):
 
     # ------------------------------------------------------------------ the engine
 
-    def submit(self, ticket: Hashable, params: Params) -> None:
-        self._pending.append(_Task(ticket, params))
+    def submit(self, ticket: Hashable, params: Params, fidelity: str = FULL_FIDELITY) -> None:
+        self._pending.append(_Task(ticket, params, fidelity))
         self._dispatch()
 
     def cancel(self) -> list[Hashable]:
@@ -335,7 +352,7 @@ class RayEngine(Engine):
             task, actor = self._pending.popleft(), self._idle.pop()
             task.attempts += 1
             task.started = time.monotonic()
-            self._running[actor.evaluate.remote(task.params)] = (actor, task)
+            self._running[actor.evaluate.remote(task.params, task.fidelity)] = (actor, task)
 
     def wait(self) -> Finished:
         ray = self._ray

@@ -47,7 +47,15 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 from gansearch.search.base import Failure
-from gansearch.search.engines import Engine, EngineError, EvaluateFactory, Finished, Params
+from gansearch.search.engines import (
+    FULL_FIDELITY,
+    Engine,
+    EngineError,
+    EvaluateFactory,
+    Finished,
+    Params,
+    call_evaluate,
+)
 
 #: Seconds a terminated child gets to exit before it is killed.
 TERMINATE_GRACE_S = 1.0
@@ -82,7 +90,7 @@ class ProcessEngine(Engine):
         self._timeout = timeout
         self._max_retries = max_retries
         self._context = multiprocessing.get_context("spawn")
-        self._queue: deque[tuple[Hashable, Params]] = deque()
+        self._queue: deque[tuple[Hashable, Params, str]] = deque()
         self._attempts = 0  # of the candidate at the head of the queue
         self._child: _Child | None = None
         self.pids: list[int] = []
@@ -90,8 +98,8 @@ class ProcessEngine(Engine):
 
     # ------------------------------------------------------------------ the engine
 
-    def submit(self, ticket: Hashable, params: Params) -> None:
-        self._queue.append((ticket, params))
+    def submit(self, ticket: Hashable, params: Params, fidelity: str = FULL_FIDELITY) -> None:
+        self._queue.append((ticket, params, fidelity))
 
     def wait(self) -> Finished:
         if not self._queue:
@@ -100,9 +108,10 @@ class ProcessEngine(Engine):
             child = self._child or self._start_child()
             if not child.ready:
                 self._await_ready(child)
-            ticket, params = self._queue[0]
+            ticket, params, fidelity = self._queue[0]
             self._attempts += 1
-            reply = self._evaluate(child, params)  # a Ctrl-C here leaves the ticket to cancel()
+            # a Ctrl-C here leaves the ticket to cancel()
+            reply = self._evaluate(child, params, fidelity)
             attempts = self._attempts
             if reply is None:  # the child died
                 code = self._stop_child()
@@ -120,7 +129,7 @@ class ProcessEngine(Engine):
             return Finished(ticket, result, attempts)
 
     def cancel(self) -> list[Hashable]:
-        tickets = [ticket for ticket, _ in self._queue]
+        tickets = [ticket for ticket, _, _ in self._queue]
         if self._attempts:  # a candidate is (or may be) running: only a new child is safe
             self._stop_child()
         self._queue.clear()
@@ -160,10 +169,12 @@ class ProcessEngine(Engine):
             raise EngineError(f"the candidate process could not load the study: {value}")
         child.ready = True
 
-    def _evaluate(self, child: _Child, params: Params) -> tuple[str, Any] | str | None:
+    def _evaluate(
+        self, child: _Child, params: Params, fidelity: str
+    ) -> tuple[str, Any] | str | None:
         """Hand ``params`` to the child; its reply, ``"timeout"``, or ``None`` if it died."""
         try:
-            child.connection.send(params)
+            child.connection.send((params, fidelity))
         except (BrokenPipeError, ConnectionResetError, EOFError):
             return None
         return self._receive(child, timeout=self._timeout)
@@ -230,11 +241,11 @@ def serve(factory: EvaluateFactory, connection: Connection, controller: int) -> 
     connection.send(("ready", os.getpid()))
     while True:
         try:
-            params = connection.recv()
+            params, fidelity = connection.recv()
         except (EOFError, OSError):
             return
         try:
-            reply: tuple[str, Any] = ("ok", evaluate(params))
+            reply: tuple[str, Any] = ("ok", call_evaluate(evaluate, params, fidelity))
         except Exception as error:  # noqa: BLE001 - the evaluator raised: a bug, reported
             reply = ("error", _one_line(error))
         connection.send(reply)

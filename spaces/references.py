@@ -15,13 +15,15 @@ from gansearch.spaces.joint import JointSpace, PlanNotInSpaceError
 
 
 def reference_plans(space: JointSpace) -> dict[str, CompressionPlan]:
-    """Single-technique reference plans that the Pareto plot marks.
+    """Reference plans that the Pareto plot marks: single techniques, and the supernet's
+    students at int4.
 
     ``teacher`` (identity), ``int8`` and ``int4`` (every layer's weights),
     ``codebook16`` (every layer), and ``prune50`` (every group keeps its
     ``round(C / 2)`` most important channels: L1-magnitude pruning, Li et al.,
     "Pruning Filters for Efficient ConvNets", ICLR 2017), and, when the space has OFA
-    widths, ``ofa50`` / ``ofa25`` (the supernet at half / quarter width). All are valid for the
+    widths, ``ofa50`` / ``ofa25`` (the supernet at half / quarter width) and ``ofa50-int4`` /
+    ``ofa25-int4`` (the same with int4 weights). All are valid for the
     structure, whether or not ``space`` can represent them (see :func:`reference_params`).
     """
     structure = space.structure
@@ -47,9 +49,11 @@ def reference_plans(space: JointSpace) -> dict[str, CompressionPlan]:
     if space.config.ofa is not None:  # the supernet's uniform sub-generators (GAN Compression)
         for ratio in (0.5, 0.25):
             widths = {g.name: width_for(ratio, g.num_channels) for g in structure.groups}
-            plans[f"ofa{round(ratio * 100)}"] = CompressionPlan(
-                widths=widths, layers=identity.layers
-            )
+            name = f"ofa{round(ratio * 100)}"
+            plans[name] = CompressionPlan(widths=widths, layers=identity.layers)
+            # ... and the same student with int4 weights: the joint baseline of the field's
+            # anchors (a distilled narrow student, then quantised; GAN Slimming, QGAN)
+            plans[f"{name}-int4"] = CompressionPlan(widths=widths, layers=uniform("int4").layers)
     return plans
 
 

@@ -598,7 +598,16 @@ def test_study_export_trusts_its_own_generator_and_keeps_user_files(
     assert runner.invoke(app, ["run", str(config)]).exit_code == 0
     target = _user_folder(tmp_path)
     before = _snapshot(target)
-    export = ["export", str(config), "--pick", "best:stored_bytes", "--out", str(target)]
+    export = [
+        "export",
+        str(config),
+        "--pick",
+        "best:stored_bytes",
+        "--out",
+        str(target),
+        "--finetune-steps",
+        "2",
+    ]
     _assert_cli_one_line(runner.invoke(app, export), "--force")
     assert _snapshot(target) == before
     result = runner.invoke(app, [*export, "--force"])

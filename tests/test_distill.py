@@ -415,3 +415,44 @@ def test_distilling_the_teacher_itself_returns_the_teacher() -> None:
     assert result.best_step == 0 and result.validation[0][1] == 0.0
     for name, tensor in teacher.state_dict().items():
         assert torch.equal(tensor, result.student.state_dict()[name]), name
+
+
+def test_distillation_keeps_the_state_its_validation_measure_ranks_best() -> None:
+    """``validate`` (e.g. the study's FID on held-out inputs) picks the returned state,
+    not the teacher-L1 default: here the third validation is made the best."""
+    teacher = toy_generator(0)
+    student = _pruned_student(teacher, 0.5)
+    values = iter([5.0, 4.0, 1.0, 3.0, 2.0, 6.0, 7.0, 8.0, 9.0, 9.5, 9.7, 9.9])
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def validate(model: torch.nn.Module) -> float:
+        seen.append({name: t.clone() for name, t in model.state_dict().items()})
+        return next(values)
+
+    result = distill(
+        student,
+        teacher,
+        None,
+        None,
+        _config(steps=10, pixel=1.0),
+        inputs=LatentSource(LATENT_SHAPE),
+        validate=validate,
+    )
+    steps = [step for step, _ in result.validation]
+    assert [value for _, value in result.validation] == [
+        5.0,
+        4.0,
+        1.0,
+        3.0,
+        2.0,
+        6.0,
+        7.0,
+        8.0,
+        9.0,
+        9.5,
+        9.7,
+    ]
+    assert result.best_step == steps[2] == 2
+    for name, tensor in seen[2].items():  # the returned weights are those of step 2
+        assert torch.equal(tensor, result.student.state_dict()[name]), name
+    assert any(not torch.equal(seen[2][n], t) for n, t in seen[-1].items())  # training moved on

@@ -77,7 +77,9 @@ def test_run_export_load_onnx(tmp_path: Path) -> None:
     front = _cli("pareto", str(study))
     assert front["front"], front
     out = tmp_path / "artifact"
-    result = CliRunner().invoke(app, ["export", str(study), "--pick", "knee", "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["export", str(study), "--pick", "knee", "--out", str(out), "--finetune-steps", "2"]
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"] == [{"name": "image", "shape": [1, 3, 64, 64], "dtype": "float32"}]

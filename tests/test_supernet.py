@@ -26,8 +26,8 @@ from gansearch.compress.supernet import (
     load_supernet,
     masked,
     save_supernet,
-    train_supernet,
 )
+from gansearch.compress.supernet_train import train_supernet
 from gansearch.config import SupernetConfig
 from gansearch.errors import CheckpointError
 from gansearch.inputs import LatentSource
@@ -291,3 +291,65 @@ def test_apply_plan_takes_widths_from_the_supernet(
     with torch.no_grad():
         expected = extract(trained, widths, calibration_batches=0)(z)
         torch.testing.assert_close(compressed(z), expected, atol=1e-5, rtol=0)
+
+
+def test_fake_quantize_is_on_a_grid_and_straight_through() -> None:
+    from gansearch.compress.supernet_train import fake_quantize
+
+    weight = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(0))
+    weight.requires_grad_(True)
+    quantized = fake_quantize(weight, 3, 0)
+    for row in quantized.detach().reshape(6, -1):
+        assert len(torch.unique(row)) <= 2**3  # one 3-bit grid per output channel
+    assert (quantized - weight).abs().max() > 0
+    quantized.sum().backward()
+    assert torch.equal(weight.grad, torch.ones_like(weight))  # straight-through
+
+
+def test_quantisation_aware_grid_is_the_extracted_sub_generators_grid(
+    trained: Supernet, structure
+) -> None:
+    """While training, a layer's grid is fit on the input channels the sub-generator
+    keeps, so it is the grid its extracted (physically pruned) weight gets."""
+    from gansearch.compress.fakequant import default_channel_axis
+    from gansearch.compress.supernet_train import fake_quantize, kept_inputs
+
+    widths = trained.smallest()
+    masks = trained.keep_masks(widths)
+    extracted = extract(trained, widths, calibration_batches=0)
+    kept = kept_inputs(structure, masks)
+    assert kept  # the toy prunes some layer's inputs
+    for name, index in kept.items():
+        module = trained.model.get_submodule(name)
+        axis = default_channel_axis(module)
+        in_axis = 0 if axis == 1 else 1
+        full = fake_quantize(module.weight.detach(), 3, axis, (in_axis, index))
+        full = full.index_select(in_axis, index)
+        out_rows = [
+            torch.tensor([i for i, on in enumerate(masks[g.name]) if on])
+            for g in structure.groups
+            if any(m.layer == name and m.dim == "out" for m in g.members)
+        ]
+        if out_rows:
+            full = full.index_select(axis, out_rows[0])
+        small = fake_quantize(extracted.get_submodule(name).weight.detach(), 3, axis)
+        torch.testing.assert_close(full, small, atol=1e-6, rtol=0)
+
+
+def test_quantisation_aware_training_is_deterministic_and_recorded(
+    teacher: nn.Module, structure
+) -> None:
+    import dataclasses
+
+    inputs = LatentSource(LATENT_SHAPE)
+    recipe = dataclasses.replace(_config(6), bits=(3, 4, 32))
+    first = train_supernet(teacher, None, None, structure, recipe, inputs=inputs)
+    second = train_supernet(teacher, None, None, structure, recipe, inputs=inputs)
+    floats = train_supernet(teacher, None, None, structure, _config(6), inputs=inputs)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    assert any(
+        not torch.equal(tensor, floats.model.state_dict()[name])
+        for name, tensor in first.model.state_dict().items()
+    )  # the fake-quantised sandwich members trained the shared weights differently
+    assert recipe.to_dict()["bits"] == [3, 4, 32]

@@ -236,7 +236,19 @@ def test_teacher_psnr_study_runs_pareto_and_exports_the_knee(run_cli, tmp_path: 
     assert (tmp_path / "front.png").stat().st_size > 0
 
     out = tmp_path / "artifact"
-    _ok(run_cli("export", str(study), "--pick", "knee", "--out", str(out), env=env))
+    _ok(
+        run_cli(
+            "export",
+            str(study),
+            "--pick",
+            "knee",
+            "--out",
+            str(out),
+            "--finetune-steps",
+            "0",
+            env=env,
+        )
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     chosen = {t.number: t for t in trials}[_knee_trial(report)]
     assert manifest["stored_nbytes"] == chosen.user_attrs["metrics"]["stored_bytes"]
@@ -269,4 +281,16 @@ def test_teacher_l1_study_has_a_finite_front(run_cli, tmp_path: Path) -> None:
     report = json.loads(pareto.stdout)
     assert math.isfinite(report["hypervolume"]) and report["hypervolume"] > 0
     assert report["reference_point"]["values"]["teacher_l1"] == FIDELITY_REFERENCES["teacher_l1"]
-    _ok(run_cli("export", str(study), "--pick", "knee", "--out", str(tmp_path / "a"), env=env))
+    _ok(
+        run_cli(
+            "export",
+            str(study),
+            "--pick",
+            "knee",
+            "--out",
+            str(tmp_path / "a"),
+            "--finetune-steps",
+            "2",
+            env=env,
+        )
+    )

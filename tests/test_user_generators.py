@@ -296,7 +296,9 @@ def test_user_generator_from_yaml_to_onnx(tmp_path: Path, name: str) -> None:
 
     out = tmp_path / "artifact"
     choice = exported_trial(tmp_path, name, study)
-    exported = gansearch(tmp_path, "export", str(study_file), *choice, "--out", str(out))
+    exported = gansearch(
+        tmp_path, "export", str(study_file), *choice, "--out", str(out), "--finetune-steps", "2"
+    )
     assert "samples.png" in exported.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(i["name"], i["shape"], i["dtype"]) for i in manifest["inputs"]] == study.inputs

@@ -2,7 +2,9 @@
 
 One module per command family: :mod:`~gansearch.cli.evaluate`, :mod:`~gansearch.cli.study`
 (run, studies, pareto, export, dashboard), :mod:`~gansearch.cli.zoo`,
-:mod:`~gansearch.cli.bench`, :mod:`~gansearch.cli.supernet`, :mod:`~gansearch.cli.space` and
+:mod:`~gansearch.cli.bench` (and :mod:`~gansearch.cli.headline`, ``bench headline``,
+:mod:`~gansearch.cli.bench_distill`, ``bench distill``),
+:mod:`~gansearch.cli.supernet`, :mod:`~gansearch.cli.space` and
 :mod:`~gansearch.cli.sensitivity`;
 what they share is in :mod:`~gansearch.cli.common`. This module only assembles
 :data:`app`, the console entry point.
@@ -17,7 +19,17 @@ from __future__ import annotations
 
 import typer
 
-from gansearch.cli import bench, evaluate, sensitivity, space, study, supernet, zoo
+from gansearch.cli import (
+    bench,
+    bench_distill,
+    evaluate,
+    headline,
+    sensitivity,
+    space,
+    study,
+    supernet,
+    zoo,
+)
 
 app = typer.Typer(
     name="gansearch",
@@ -35,6 +47,8 @@ app.command()(study.dashboard)
 app.command()(space.space)
 app.command()(sensitivity.sensitivity)
 app.add_typer(zoo.app, name="zoo")
+bench.app.command("headline")(headline.headline)
+bench.app.command("distill")(bench_distill.distill)
 app.add_typer(bench.app, name="bench")
 app.add_typer(supernet.app, name="supernet")
 

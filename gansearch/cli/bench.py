@@ -109,11 +109,22 @@ def bench_supernet(
     weights: Annotated[
         Path | None, typer.Option(help="Folder of the supernet (default: where `train` writes).")
     ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another supernet's folder: compare both at the same widths and bits instead."
+        ),
+    ] = None,
+    bits: Annotated[
+        list[int] | None,
+        typer.Option("--bits", help="With --against: weight bits (repeatable; 32 = float)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """FID of supernet sub-generators vs the same-width magnitude-pruned teacher.
 
-    Neither side is fine-tuned; both get the same BatchNorm recalibration.
+    Neither side is fine-tuned; both get the same BatchNorm recalibration. With
+    ``--against DIR``: the study's supernet vs another at the same widths and bits.
     """
     from gansearch.bench.supernet import DEFAULT_RATIOS
     from gansearch.bench.supernet import bench_supernet as run
@@ -122,6 +133,9 @@ def bench_supernet(
     ratios = tuple(ratio) if ratio else DEFAULT_RATIOS
     if any(not 0.0 < r <= 1.0 for r in ratios):
         raise GansearchError(f"every `--ratio` must be in (0, 1], got {list(ratios)}")
+    if against is not None:
+        _compare_supernets(study, against, tuple(ratio) if ratio else None, bits, as_json)
+        return
     report = run(study, ratios, weights=weights)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -152,6 +166,36 @@ def bench_supernet(
             cell(row.pruned_raw_fid),
         )
     console().print(table)
+
+
+def _compare_supernets(study: Path, against: Path, ratios: Any, bits: Any, as_json: bool) -> None:
+    from rich.table import Table
+
+    from gansearch.bench.supernet_bits import DEFAULT_BITS, DEFAULT_RATIOS, compare_supernets
+    from gansearch.errors import GansearchError
+
+    bad = [b for b in bits or () if b != 32 and not 2 <= b <= 8]
+    if bad:
+        raise GansearchError(f"`--bits` must be 2..8 or 32 (float), got {bad}")
+    report = compare_supernets(study, against, ratios or DEFAULT_RATIOS, bits or DEFAULT_BITS)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    metric = report["metric"]
+    table = Table(title=f"{report['study']}: {metric} of sub-generators, no fine-tune")
+    for column in ("width", "bits", "bytes x", "MACs x", "study's supernet", "--against"):
+        table.add_column(column, justify="right")
+    for row in report["rows"]:
+        table.add_row(
+            f"{row['ratio']:g}",
+            str(row["bits"]),
+            f"{row['stored_bytes_ratio']:.1f}",
+            f"{row['macs_ratio']:.1f}",
+            f"{row['current'][0]:.4g} ± {row['current'][1]:.2g}",
+            f"{row['against'][0]:.4g} ± {row['against'][1]:.2g}",
+        )
+    console().print(table)
+    console().print(f"teacher {metric}: {report['teacher'][0]:.4g} ± {report['teacher'][1]:.2g}")
 
 
 @app.command("search")
@@ -256,6 +300,71 @@ def _print_search(report: dict[str, Any]) -> None:
         f"{shown(comp['best_macs_ratio'])} MACs)"
     )
     out.print(f"plot: {report['plot']}; storages under {report['out']}")
+
+
+@app.command("fidelity")
+@user_errors
+def bench_fidelity(
+    benchmark: Annotated[str, typer.Option(help="Bundled benchmark: digits or photos.")] = "digits",
+    minutes: Annotated[float, typer.Option(help="Wall-clock search budget of each side.")] = 5.0,
+    seed: Annotated[int | None, typer.Option(help="Strategy seed (default: the study's).")] = None,
+    finetune_steps: Annotated[
+        int | None,
+        typer.Option(help="Fine-tune steps per full evaluation (the cheap one uses none)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the two storages (default: a fresh temp folder)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The joint study with and without multi-fidelity at equal wall-clock time."""
+    import tempfile
+
+    from gansearch.bench.fidelity import bench_fidelity as run
+
+    folder = out if out is not None else Path(tempfile.mkdtemp(prefix="gansearch-bench-fid-"))
+    with progress_bar() as bar:
+        report = run(
+            folder,
+            benchmark=benchmark,
+            minutes=minutes,
+            seed=seed,
+            finetune_steps=finetune_steps,
+            on_result=named_progress(bar),
+        )
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"bench fidelity: {report['study']}, {minutes:g} min each, seed {report['seed']}, "
+        f"{report['finetune_steps']} fine-tune steps"
+    )
+    for column in (
+        "",
+        "candidates",
+        "per minute",
+        "full-protocol",
+        "low only",
+        "front",
+        "hypervolume",
+    ):
+        table.add_column(column, justify="right" if column else "left")
+    for side in ("single", "multi"):
+        row = report[side]
+        table.add_row(
+            f"{side}-fidelity",
+            str(row["candidates"]),
+            f"{row['candidates_per_minute']:.1f}",
+            str(row["full_evaluations"]),
+            str(row["low_only"]),
+            str(row["front_size"]),
+            f"{row['hypervolume']:.4g}",
+        )
+    console().print(table)
+    console().print(f"storages under {folder}")
 
 
 @app.command("engines")

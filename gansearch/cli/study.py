@@ -78,12 +78,29 @@ def _print_front(report: dict[str, Any]) -> None:
         out.print(
             f"infeasible for lack of a metric the constraints need: trials {report['unjudged']}"
         )
+    if report.get("low_fidelity_only") or report.get("promoted"):
+        out.print(
+            f"multi-fidelity: {report['low_fidelity_only']} trials scored at low fidelity only "
+            f"(never on the front), {report['promoted']} promoted to full"
+        )
 
 
 def _search_progress() -> Any:
     """The progress bar of ``run``: finished trials, failures, front size, best values."""
     return progress_bar(
-        "fail {task.fields[failed]}  front {task.fields[front]}  {task.fields[best]}"
+        "fail {task.fields[failed]}  front {task.fields[front]}  {task.fields[tuned]}"
+        "{task.fields[best]}"
+    )
+
+
+def _finetune_share(timing: dict[str, float], result: Any) -> str:
+    """Adds ``result``'s times to ``timing``; the fine-tune's share so far, e.g. for the bar."""
+    timing["evaluating"] += result.seconds
+    timing["finetune"] += result.finetune_seconds
+    if timing["finetune"] <= 0:
+        return ""
+    return (
+        f"fine-tune {timing['finetune']:.0f} s ({timing['finetune'] / timing['evaluating']:.0%})  "
     )
 
 
@@ -159,7 +176,10 @@ def run(
 
         preflight(ray_address)  # so does an unreachable Ray cluster, within seconds
     with _search_progress() as bar:
-        task = bar.add_task(f"{config.name}: loading", total=budget, failed=0, front=0, best="")
+        task = bar.add_task(
+            f"{config.name}: loading", total=budget, failed=0, front=0, best="", tuned=""
+        )
+        timing = {"evaluating": 0.0, "finetune": 0.0}
 
         def on_start(optuna_study: Any, evaluator: Any) -> None:
             done = finished_trials(optuna_study)
@@ -173,6 +193,7 @@ def run(
                 advance=1,
                 front=len(front),
                 best=_best_feasible(front, objectives),
+                tuned=_finetune_share(timing, result),
                 failed=bar.tasks[task].fields["failed"] + (result.failure is not None),
             )
 
@@ -190,12 +211,22 @@ def run(
             on_result=on_result,
         )
     out = console()
+    if timing["finetune"] > 0:
+        out.print(
+            f"in-search fine-tune ({config.search.finetune_steps} steps per candidate): "
+            f"{timing['finetune']:.0f} s of {timing['evaluating']:.0f} s spent evaluating"
+        )
     out.print(
         f"{summary.study_name}: evaluated {summary.evaluated} candidates "
         f"in {summary.seconds:.0f} s ({summary.finished} finished, {summary.failed} failed"
         + (f", {summary.recovered} interrupted trials re-proposed" if summary.recovered else "")
         + f"); storage {redact(summary.storage)}"
     )
+    if config.search.fidelity is not None:
+        out.print(
+            f"multi-fidelity: {summary.promoted} promoted to the full protocol, "
+            f"{summary.low_only} kept at low fidelity"
+        )
     _print_front(pareto_report(open_study(config, storage), objectives, constraints=constraints))
 
 
@@ -293,11 +324,19 @@ def export_command(
     out: Annotated[Path, typer.Option(help="Artifact folder to write.")],
     trial: Annotated[int | None, typer.Option(help="Trial number to export.")] = None,
     pick: Annotated[
-        str | None, typer.Option(help="'knee' or 'best:<metric>' on the Pareto front.")
+        str | None,
+        typer.Option(
+            help="'knee', 'compression' (largest geometric-mean cost ratio) or "
+            "'best:<metric>' on the feasible Pareto front."
+        ),
     ] = None,
     finetune_steps: Annotated[
-        int, typer.Option(help="Final quantisation-aware distillation steps.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="Final quantisation-aware distillation steps (default: the study's "
+            "`export.finetune_steps`, 1000 unless set; 0 = none)."
+        ),
+    ] = None,
     storage: StorageOpt = None,
     force: Annotated[
         bool,
@@ -312,8 +351,10 @@ def export_command(
     from gansearch.errors import GansearchError
 
     if (trial is None) == (pick is None):
-        raise GansearchError("give exactly one of `--trial N` or `--pick knee|best:<metric>`")
-    if finetune_steps < 0:
+        raise GansearchError(
+            "give exactly one of `--trial N` or `--pick knee|compression|best:<metric>`"
+        )
+    if finetune_steps is not None and finetune_steps < 0:
         raise GansearchError(f"`--finetune-steps` must be >= 0, got {finetune_steps}")
     from gansearch.study_export import export_trial
 
@@ -328,15 +369,30 @@ def export_command(
     )
     from rich.table import Table
 
+    tuned = result["finetune"]
     table = Table(title=f"trial {result['trial']} -> {result['artifact']}")
-    for column in ("metric", "trial", "artifact"):
+    for column in ("metric", "teacher", "trial (searched)", "artifact"):
         table.add_column(column, justify="right" if column != "metric" else "left")
+    spread = result["artifact_spread"]
     for name, value in result["artifact_metrics"].items():
+        shown = format_value(name, value)
+        if spread.get(name) is not None and name != "latency_ms":
+            shown += f" ± {spread[name]:.2g}"
         table.add_row(
-            name, format_value(name, result["trial_metrics"].get(name)), format_value(name, value)
+            name,
+            format_value(name, result["teacher_metrics"].get(name)),
+            format_value(name, result["trial_metrics"].get(name)),
+            shown,
         )
     out = console()
     out.print(table)
+    if "before" in tuned:
+        out.print(
+            f"fine-tune: {tuned['steps']} steps in {tuned['seconds']:.0f} s, kept step "
+            f"{tuned['best_step']} (the best held-out quality; 0 = the searched candidate)"
+        )
+    for text, holds in result["constraints"].items():
+        out.print(f"constraint {text}: {'holds' if holds else 'VIOLATED'} on the artifact")
     out.print(f"wrote {result['artifact']} ({', '.join(result['files'])})")
 
 

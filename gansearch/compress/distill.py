@@ -134,30 +134,49 @@ VALIDATIONS = 10
 """Validations per run besides the start and the end (every ``steps // VALIDATIONS``)."""
 
 
+Measure = Callable[[nn.Module], float]
+"""A validation measure: student -> value, lower is better, computed in eval mode."""
+
+
+def teacher_l1_measure(teacher: nn.Module, inputs: InputSampler, seed: int) -> Measure:
+    """Mean |student - teacher| on a fixed held-out batch (the pixel term of Eq. 2).
+
+    The default validation measure: the batch of :data:`VALIDATION_SAMPLES` inputs is drawn
+    with the run's own validation stream (:func:`validation_seed`), never a training batch.
+    It needs nothing but the teacher; :func:`gansearch.evaluate.validation_measure`
+    measures the study's own quality metric instead, which is what a study should select on
+    (a student can move closer to the teacher in L1 while its FID gets worse).
+    """
+    batch = draw(inputs, VALIDATION_SAMPLES, seed=validation_seed(seed))
+    with torch.no_grad():
+        reference = teacher(*batch)
+
+    def measure(student: nn.Module) -> float:
+        with torch.no_grad():
+            return (student(*batch) - reference).abs().mean().item()
+
+    return measure
+
+
 class BestState:
-    """Tracks the student state with the lowest validation error (module docstring).
+    """Tracks the student state with the lowest validation value (module docstring).
 
     Args:
-        teacher: The frozen teacher whose outputs the student should reproduce.
-        inputs: The input sampler; the validation batch is drawn with ``seed``'s own
-            stream (:func:`validation_seed`), never a training batch.
-        seed: The run's seed.
+        measure: student -> value, lower is better; called in eval mode (BatchNorm uses
+            its running statistics and is not updated), the training mode is restored.
     """
 
-    def __init__(self, teacher: nn.Module, inputs: InputSampler, seed: int) -> None:
-        self.batch = draw(inputs, VALIDATION_SAMPLES, seed=validation_seed(seed))
-        with torch.no_grad():
-            self.reference = teacher(*self.batch)
+    def __init__(self, measure: Measure) -> None:
+        self.measure_fn = measure
         self.values: list[tuple[int, float]] = []
         self.best: tuple[int, float, dict[str, Tensor]] | None = None
 
     def measure(self, student: nn.Module) -> float:
-        """Mean |student - teacher| on the validation batch, in eval mode (no BN update)."""
+        """The validation value of ``student`` in eval mode (NaN counts as infinity)."""
         training = student.training
         student.eval()
         try:
-            with torch.no_grad():
-                value = (student(*self.batch) - self.reference).abs().mean().item()
+            value = float(self.measure_fn(student))
         finally:
             student.train(training)
         return value if value == value else float("inf")  # NaN is never the best
@@ -207,6 +226,7 @@ def distill(
     recipe: DistillRecipe,
     *,
     inputs: InputSampler,
+    validate: Measure | None = None,
     progress: Progress | None = None,
 ) -> DistillResult:
     """Fine-tune a copy of ``student`` to mimic ``teacher`` for ``recipe.steps`` steps.
@@ -225,6 +245,9 @@ def distill(
         recipe: Steps, learning rate, batch size, seed and loss weights.
         inputs: Draws the generators' input batches (latents, images, ...; see
             :mod:`gansearch.compress.batches`) from the training split.
+        validate: The held-out measure that picks the returned state (lower is better;
+            e.g. :func:`gansearch.evaluate.validation_measure`, the study's FID or PSNR
+            on held-out inputs); default :func:`teacher_l1_measure`.
         progress: Called as ``progress(step, steps, losses)`` after each step.
 
     Returns:
@@ -255,7 +278,9 @@ def distill(
         [*student.parameters(), *loss.parameters()], lr=recipe.lr, betas=ADAM_BETAS
     )
     history: list[dict[str, float]] = []
-    tracker = BestState(loss.teacher, inputs, recipe.seed)
+    if validate is None:
+        validate = teacher_l1_measure(loss.teacher, inputs, recipe.seed)
+    tracker = BestState(validate)
     tracker.update(0, student)
     every = max(1, recipe.steps // VALIDATIONS)
     student.train()

@@ -1,7 +1,7 @@
 """Training recipes of the compress layer: small, frozen, torch-free values.
 
 :func:`gansearch.compress.distill.distill` and
-:func:`gansearch.compress.supernet.train_supernet` take these instead of the study's
+:func:`gansearch.compress.supernet_train.train_supernet` take these instead of the study's
 pydantic configuration, so the compress layer never reaches up into
 :mod:`gansearch.config`. The configuration layer validates the YAML and translates it
 (``DistillConfig.recipe()``, ``SupernetConfig.recipe()``); the fields and defaults here
@@ -65,10 +65,14 @@ class SupernetRecipe:
     Attributes:
         ratios: Width ratios each prunable group may take, ascending.
         calibration_batches: Latent batches for the BatchNorm recalibration at extraction.
+        bits: Weight bit widths the smallest and random sub-generators are fake-quantised
+            at, one drawn per layer and step (32 = float); empty: float training
+            (:mod:`gansearch.compress.supernet_train`).
     """
 
     steps: int = 2000
     ratios: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
+    bits: tuple[int, ...] = ()
     lr: float = 2e-4
     batch_size: int = 64
     seed: int = 0
@@ -79,6 +83,7 @@ class SupernetRecipe:
         """Plain JSON-able fields (tuples as lists), as stored in a supernet's manifest."""
         data = asdict(self)
         data["ratios"] = list(self.ratios)
+        data["bits"] = list(self.bits)
         layers = self.losses.feature_layers
         data["losses"]["feature_layers"] = None if layers is None else list(layers)
         return data

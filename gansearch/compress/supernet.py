@@ -16,7 +16,7 @@ distilled into a weight-sharing supernet initialised from the teacher itself:
    (:class:`~gansearch.compress.masking.ChannelMasker`). Zeroing a
    channel after its norm layer is the same as removing it: every consumer's input
    channel then contributes nothing (this holds for activations with ``f(0) = 0``;
-   :func:`train_supernet` verifies it on the given generator before training).
+   :func:`check_masking_is_pruning` verifies it on the given generator before training).
 3. **Sandwich rule** (Yu & Huang, "Universally Slimmable Networks and Improved Training
    Techniques", ICCV 2019). Each step accumulates the gradients of the largest, the
    smallest and one random width vector (one ratio drawn per group) on the same inputs,
@@ -33,9 +33,10 @@ distilled into a weight-sharing supernet initialised from the teacher itself:
 Weights are stored as safetensors with the channel order per group in the JSON manifest
 (:func:`save_supernet` / :func:`load_supernet`); nothing is pickled.
 
-The module is longer than most (about 490 lines) because it keeps one object's whole life
-together: the :class:`Supernet` value, its training, extraction, storage and the
-comparison with magnitude pruning. Masking, BatchNorm recalibration and the loss live in
+Training, optionally quantisation-aware over widths and bits, is in
+:mod:`~gansearch.compress.supernet_train`; this module keeps the :class:`Supernet` value,
+extraction, storage and the comparison with magnitude pruning. Masking, BatchNorm
+recalibration and the loss live in
 :mod:`~gansearch.compress.masking`, :mod:`~gansearch.compress.batchnorm` and
 :mod:`~gansearch.compress.distill_loss`.
 """
@@ -50,21 +51,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from gansearch.compress.batches import Inputs, InputSampler, draw, zeros_like
 from gansearch.compress.batchnorm import calibration_batches as draw_batches
 from gansearch.compress.batchnorm import recalibrate_batchnorm
-from gansearch.compress.distill import (
-    Progress,
-    check_finite,
-    check_parameters,
-    check_terms,
-    data_seed,
-    real_batches,
-)
-from gansearch.compress.distill_loss import ADAM_BETAS, DistillationLoss, FeatureTap
-from gansearch.compress.importance import channel_importance, channel_order, magnitude_masks
+from gansearch.compress.importance import channel_importance, magnitude_masks
 from gansearch.compress.masking import ChannelMasker
 from gansearch.compress.plan import InvalidPlanError, check_width
 from gansearch.compress.prune import prune_channels
@@ -246,92 +238,6 @@ def check_masking_is_pruning(
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
-
-
-def train_supernet(
-    teacher: nn.Module,
-    discriminator: nn.Module | None,
-    data: Tensor | None,
-    structure: GeneratorStructure,
-    recipe: SupernetRecipe,
-    progress: Progress | None = None,
-    *,
-    inputs: InputSampler,
-) -> Supernet:
-    """Distil ``teacher`` into a once-for-all supernet initialised from it.
-
-    Channels are ordered by importance first; each step applies the sandwich rule
-    (largest, smallest, one random width vector; gradients accumulated, one Adam step)
-    with the distillation loss of ``recipe.losses`` against the frozen teacher. See the
-    module docstring for the papers. The teacher and discriminator are not modified.
-
-    Args:
-        teacher: The teacher generator.
-        discriminator: Its discriminator (only needed by discriminator loss terms).
-        data: Real images (only needed when ``losses.discriminator_lr > 0``).
-        structure: ``describe(teacher, example_input)``.
-        recipe: Steps, ratios, learning rate, batch size, seed and loss weights.
-        progress: Called as ``progress(step, steps, losses)`` after each step.
-        inputs: Draws the generator's input batches (from the training split).
-
-    Returns:
-        The trained :class:`Supernet` (model in eval mode, BN statistics shared).
-
-    Raises:
-        DistillationDiverged: at a non-finite loss, output or parameter.
-        SupernetError: when zeroing channels is not equivalent to pruning them here.
-    """
-    model = copy.deepcopy(teacher)
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    example = zeros_like(draw(inputs, 1, seed=0))
-    order = channel_order(teacher, structure, example)
-    supernet = Supernet(model, structure, order, tuple(recipe.ratios), inputs)
-    check_masking_is_pruning(supernet, supernet.smallest())
-    loss = DistillationLoss(
-        model, teacher, discriminator, recipe.losses, supernet.example_input(), seed=recipe.seed
-    )
-    batches = None
-    if loss.adversary is not None:
-        if data is None:
-            raise SupernetError(
-                "`discriminator_lr > 0` trains the discriminator on real data, but no data was "
-                "given; set `supernet.losses.discriminator_lr: 0`"
-            )
-        batches = real_batches(
-            data, recipe.batch_size, torch.Generator().manual_seed(data_seed(recipe.seed))
-        )
-    sampler = WidthSampler(supernet, recipe.seed)
-    input_rng = torch.Generator().manual_seed(recipe.seed)
-    optimizer = torch.optim.Adam(
-        [*model.parameters(), *loss.parameters()], lr=recipe.lr, betas=ADAM_BETAS
-    )
-    model.train()
-    with ChannelMasker(model, structure) as masker, FeatureTap(model, loss.feature_layers) as tap:
-        for step in range(1, recipe.steps + 1):
-            batch = inputs.sample(recipe.batch_size, input_rng)
-            targets = loss.targets(batch)
-            optimizer.zero_grad(set_to_none=True)
-            record: dict[str, float] = {}
-            for name, widths in zip(SANDWICH, sampler.sandwich(), strict=True):
-                masker.set_masks(supernet.keep_masks(widths))
-                images = model(*batch)
-                check_finite(images, f"the {name} sub-generator's output", step, recipe.lr)
-                terms = loss.terms(images, tap.outputs, targets)
-                total = loss.total(terms)
-                check_terms(terms, total, step, recipe.lr)
-                total.backward()
-                record[name] = total.item()
-            optimizer.step()
-            check_parameters([model, loss.mappings], step, recipe.lr)
-            if batches is not None:
-                d_loss = loss.discriminator_step(next(batches), images)
-                check_finite(torch.tensor(d_loss), "the discriminator loss", step, recipe.lr)
-                record["discriminator"] = d_loss
-            if progress is not None:
-                progress(step, recipe.steps, record)
-    model.eval()
-    return supernet
 
 
 # ---------------------------------------------------------------------------------------

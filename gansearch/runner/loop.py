@@ -4,6 +4,13 @@ The strategy decides *what* to evaluate next, the engine *where* it runs
 (:mod:`gansearch.search.engines`); this loop keeps the engine's slots busy and records
 every result, in the order results come back, into storage first and then into the
 strategy, saving the strategy's state after each one.
+
+With a :class:`~gansearch.runner.promotion.PromotionGate` (``search.fidelity``), each
+proposal is first scored at low fidelity; the gate then either sends it on to the full
+protocol in the same (still RUNNING) trial, or the trial is finished with its cheap
+values, calibrated to the full protocol's scale (:mod:`gansearch.fidelity`). Either way
+the strategy is told once, the final values.
+Past the run's ``timeout`` nothing more is promoted, so that both kinds of run stop alike.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gansearch.candidates import CandidateResult
+from gansearch.fidelity import FULL, LOW, LOW_METRICS_ATTR, Promotion
 from gansearch.runner.heartbeat import HeartbeatKeeper, fail_stale
-from gansearch.runner.recording import TrialRecorder, mask_attrs
+from gansearch.runner.promotion import PromotionGate
+from gansearch.runner.recording import TrialRecorder, finite_or_none, mask_attrs
 from gansearch.runner.signals import CtrlCSeen, ctrl_c_deferred
 from gansearch.runner.storage import INTERRUPTED, SharedStudy, budget_taken, finished_trials
 from gansearch.search.base import Failure, Proposal, Strategy
@@ -36,6 +45,7 @@ def run_loop(
     state_key: str,
     on_result: Callable[[CandidateResult, Any], None] | None = None,
     attrs: Callable[[Proposal], Mapping[str, Any]] | None = None,
+    gate: PromotionGate | None = None,
 ) -> int:
     """Evaluate proposals until ``budget`` trials are finished in storage.
 
@@ -68,6 +78,8 @@ def run_loop(
         state_key: the study user attribute the strategy's state is saved under.
         on_result: called with ``(result, trial)`` after every candidate.
         attrs: extra user attributes of a proposal's trial.
+        gate: decides which cheaply scored candidates are scored in full (multi-fidelity);
+            ``None``: every candidate is scored in full at once.
 
     Returns:
         The number of candidates evaluated by this call.
@@ -77,6 +89,12 @@ def run_loop(
     evaluated = 0
     in_flight: dict[int, tuple[Proposal, Any]] = {}  # trial number -> (proposal, trial)
     held: list[Proposal] = []  # asked, but withdrawn unevaluated: the budget was taken
+    promoted: dict[int, CandidateResult] = {}  # trial number -> its cheap result
+
+    def fidelity(number: int) -> str:
+        """The fidelity trial ``number`` is (being) scored at."""
+        return LOW if gate is not None and number not in promoted else FULL
+
     ctrl_c = CtrlCSeen()
     with HeartbeatKeeper(shared) as heartbeat:
         recorder = TrialRecorder(shared, genes, heartbeat)
@@ -99,7 +117,7 @@ def run_loop(
                             held.append(proposal)  # proposed again if the budget frees up
                             break
                         in_flight[trial.number] = (proposal, trial)
-                        engine.submit(trial.number, proposal.params)
+                        engine.submit(trial.number, proposal.params, fidelity(trial.number))
                 if not in_flight:
                     if not in_time or len(finished_trials(study)) >= budget:
                         break
@@ -110,8 +128,22 @@ def run_loop(
                     proposal, trial = in_flight[done.ticket]
                     result = done.result
                     if isinstance(result, Failure):  # what the engine saw: dead worker, timeout
-                        result = CandidateResult("{}", failure=result.reason)
-                    extra = {"attempts": done.attempts} if done.attempts > 1 else {}
+                        result = CandidateResult(
+                            "{}", failure=result.reason, fidelity=fidelity(done.ticket)
+                        )
+                    decision = None
+                    if gate is not None and result.fidelity == LOW:
+                        in_time = timeout is None or time.monotonic() - start < timeout
+                        decision = gate.decide(result, study, in_time=in_time)
+                    if decision is not None and decision.promote:  # stays RUNNING, in flight
+                        promoted[done.ticket] = result
+                        engine.submit(done.ticket, proposal.params, FULL)
+                        continue
+                    extra = _fidelity_attrs(promoted.pop(done.ticket, None), decision, result)
+                    if gate is not None and decision is not None:  # kept at low fidelity:
+                        result = gate.calibrated(result)  # recorded and told in full scale
+                    if done.attempts > 1:
+                        extra["attempts"] = done.attempts
                     recorder.finish(trial, result, extra)
                     del in_flight[done.ticket]
                     outcome = (
@@ -129,11 +161,31 @@ def run_loop(
                 with ctrl_c_deferred():  # a second Ctrl-C waits until storage is consistent
                     with contextlib.suppress(Exception):  # storage matters more than workers
                         engine.cancel()
-                    for _, trial in in_flight.values():
+                    for number, (_, trial) in in_flight.items():
+                        interrupted = CandidateResult(
+                            "{}", failure=INTERRUPTED, fidelity=fidelity(number)
+                        )
                         with contextlib.suppress(Exception):  # one bad trial strands no other
-                            recorder.finish(trial, CandidateResult("{}", failure=INTERRUPTED))
+                            recorder.finish(trial, interrupted)
             finally:
                 ctrl_c.restore()
             raise
     ctrl_c.restore()
     return evaluated
+
+
+def _fidelity_attrs(
+    cheap: CandidateResult | None, decision: Promotion | None, result: CandidateResult
+) -> dict[str, Any]:
+    """Extra user attributes of a finished trial: its measured cheap metrics (``metrics``
+    then holds the full-protocol ones, or the calibrated cheap ones of a trial that was not
+    promoted, which also says why)."""
+    if decision is not None:
+        return {"not_promoted": decision.reason, LOW_METRICS_ATTR: finite_or_none(result.metrics)}
+    if cheap is None:
+        return {}
+    return {
+        LOW_METRICS_ATTR: finite_or_none(cheap.metrics),
+        "low_spread": finite_or_none(cheap.spread),
+        "low_seconds": cheap.seconds,
+    }

@@ -4,8 +4,10 @@ A trial records its gene values (:class:`~gansearch.spaces.genes.Choice` genes a
 params; a :class:`~gansearch.spaces.genes.Mask` as its kept-channel count, so the
 dashboard can plot it, plus the bitstring as the ``bits:<gene>`` user attribute), the
 objective values, every metric and its noise floor (``metrics`` / ``spread``), the plan
-JSON, the constraint values (Optuna's public ``Trial.set_constraint``, read back as
-``FrozenTrial.constraints``; ``<= 0`` is feasible) and, for a failure, ``fail_reason``.
+JSON, the fidelity it was scored at (``fidelity``: ``"full"`` or ``"low"``, see
+:mod:`gansearch.fidelity`), the constraint values (Optuna's public
+``Trial.set_constraint``, read back as ``FrozenTrial.constraints``; ``<= 0`` is feasible)
+and, for a failure, ``fail_reason``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gansearch.candidates import CandidateResult
+from gansearch.fidelity import FIDELITY_ATTR
 from gansearch.runner.heartbeat import HEARTBEAT_ATTR, HeartbeatKeeper
 from gansearch.runner.storage import INTERRUPTED, NOT_EVALUATED, SharedStudy
 from gansearch.spaces.genes import Choice, GeneSpace
@@ -135,6 +138,9 @@ class TrialRecorder:
             trial.set_user_attr(key, value)
         trial.set_user_attr("plan", result.plan_json)
         trial.set_user_attr("seconds", result.seconds)
+        if result.finetune_seconds:
+            trial.set_user_attr("finetune_seconds", result.finetune_seconds)
+        trial.set_user_attr(FIDELITY_ATTR, result.fidelity)
         if result.metrics:
             trial.set_user_attr("metrics", finite_or_none(result.metrics))
             trial.set_user_attr("spread", finite_or_none(result.spread))
@@ -160,6 +166,7 @@ class TrialRecorder:
         attrs = {key: value for key, value in old.user_attrs.items() if key != HEARTBEAT_ATTR}
         attrs.update(extra)
         attrs.update(plan=result.plan_json, seconds=result.seconds, replaces=trial.number)
+        attrs[FIDELITY_ATTR] = result.fidelity
         if result.metrics:
             attrs.update(
                 metrics=finite_or_none(result.metrics), spread=finite_or_none(result.spread)
