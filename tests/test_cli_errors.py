@@ -165,7 +165,16 @@ def test_help_lists_commands(run_cli) -> None:
     for command in ("bench", "supernet"):
         assert command in result.stdout
     bench = run_cli("bench", "--help")
-    for command in ("evaluate", "transforms", "supernet", "search", "engines"):
+    for command in (
+        "evaluate",
+        "transforms",
+        "supernet",
+        "search",
+        "engines",
+        "fidelity",
+        "distill",
+        "headline",
+    ):
         assert command in bench.stdout
 
 
