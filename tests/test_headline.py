@@ -73,7 +73,9 @@ def test_refinement_promotes_only_candidates_that_could_enter_the_feasible_front
     assert refinement_candidates(study, OBJECTIVES, constraints, 0) == []
 
 
-def _tiny_digits(tmp_path: Path, name: str, finetune_steps: int = 0, **export: object) -> Path:
+def _tiny_digits(
+    tmp_path: Path, name: str, search_finetune_steps: int = 0, **export: object
+) -> Path:
     """The shipped digits study with a cheap protocol and a tiny search budget."""
     data = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
     data.update(name=name, output_dir=str(tmp_path / name))
@@ -97,7 +99,7 @@ def _tiny_digits(tmp_path: Path, name: str, finetune_steps: int = 0, **export: o
         "strategy": "optuna",
         "trials": 4,
         "constraints": ["fid <= 3 * teacher"],
-        "finetune_steps": finetune_steps,
+        "finetune_steps": search_finetune_steps,
     }
     data["export"] = dict(export)
     path = tmp_path / f"{name}.yaml"
@@ -228,7 +230,7 @@ def test_in_search_fine_tune_time_is_recorded_and_shown(tmp_path: Path) -> None:
 
     from gansearch.cli import app
 
-    study = _tiny_digits(tmp_path, "timed", finetune_steps=3)
+    study = _tiny_digits(tmp_path, "timed", search_finetune_steps=3)
     result = CliRunner().invoke(app, ["run", str(study), "--trials", "2"])
     assert result.exit_code == 0, result.output
     assert "in-search fine-tune (3 steps per candidate):" in result.stdout

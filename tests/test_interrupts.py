@@ -432,3 +432,23 @@ def test_sigint_while_scoring_exits_130_and_fails_the_running_trial(
     assert trials[0]["state"] == "COMPLETE" and trials[0]["values"] and trials[0]["plan"]
     assert trials[-1]["state"] == "FAIL" and trials[-1]["reason"].startswith("interrupted")
     assert _gone_soon(list(children)), "a process the run started outlived it"
+
+
+def test_an_error_caused_by_a_sigint_still_stops_the_command_as_interrupted() -> None:
+    """A compiled module whose import a SIGINT interrupts raises ``ImportError:
+    initialization failed`` instead of KeyboardInterrupt (seen with scipy's HiGHS bindings
+    while a run was loading); the command must still end as interrupted (exit 130)."""
+    from gansearch.runner.signals import sigint_stops_command
+
+    def import_that_swallows_the_interrupt() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler raises KeyboardInterrupt here
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    with pytest.raises(KeyboardInterrupt), sigint_stops_command():
+        import_that_swallows_the_interrupt()
+    # without a SIGINT, an error stays what it is
+    with pytest.raises(ImportError), sigint_stops_command():
+        raise ImportError("initialization failed")

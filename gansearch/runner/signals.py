@@ -55,7 +55,10 @@ def sigint_stops_command() -> Iterator[None]:
     Installs a handler that raises KeyboardInterrupt (whatever the inherited disposition,
     SIG_IGN included) and restores the previous one afterwards. A block that ends normally
     although a SIGINT arrived meanwhile (its KeyboardInterrupt was swallowed, e.g. by a
-    library's broad ``except``) raises KeyboardInterrupt on the way out.
+    library's broad ``except``) raises KeyboardInterrupt on the way out, and so does a block
+    that fails after a SIGINT arrived: the failure is the interrupt's consequence (a
+    compiled module whose import a SIGINT interrupted raises ``ImportError:
+    initialization failed``, as scipy's HiGHS bindings do).
     """
     if not _main_thread():
         yield
@@ -65,6 +68,12 @@ def sigint_stops_command() -> Iterator[None]:
     previous = signal.signal(signal.SIGINT, _count_and_raise)
     try:
         yield
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        if _SigintCount.value > start:  # the interrupt surfaced as another error, e.g. an
+            raise KeyboardInterrupt from error  # extension's "ImportError: initialization failed"
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
         _SigintCount.command_start = outer
