@@ -153,10 +153,8 @@ class CandidateEvaluator:
 
     # ------------------------------------------------------------------ building
 
-    def build(
-        self, plan: CompressionPlan, *, finetune_steps: int | None = None
-    ) -> CompressedGenerator:
-        """Apply the plan, recalibrate BatchNorm, and optionally distil briefly."""
+    def build(self, plan: CompressionPlan) -> CompressedGenerator:
+        """Apply the plan and recalibrate BatchNorm (distilling is :meth:`finetune`)."""
         from gansearch.compress.batchnorm import recalibrate_batchnorm
 
         if plan.widths is not None and self.supernet is None:
@@ -173,11 +171,8 @@ class CandidateEvaluator:
             # Pruning shifts each BatchNorm's input distribution; re-estimating the running
             # statistics on inputs is not training (Yu et al., Slimmable Networks, 2019).
             recalibrate_batchnorm(compressed.module, self.calibration)
-        steps = self.config.search.finetune_steps if finetune_steps is None else finetune_steps
-        if steps > 0:
-            compressed, _ = self.finetune(compressed, steps)
-        # Recalibration and distillation write float32 norm tensors and biases; score what
-        # the artifact stores, in the plan's norm_dtype.
+        # Recalibration writes float32 norm tensors; score what the artifact stores, in the
+        # plan's norm_dtype (:meth:`finetune` rounds its result the same way).
         return round_to_norm_dtype(compressed).eval()
 
     def finetune(
@@ -223,7 +218,7 @@ class CandidateEvaluator:
             if fidelity == LOW:
                 cheap, scorer, teacher = self.low_fidelity()
                 steps = cheap.search.finetune_steps
-            compressed = self.build(plan, finetune_steps=0)
+            compressed = self.build(plan)
             if steps > 0:  # timed apart: the progress and the report show what it costs
                 tuned = time.perf_counter()
                 compressed, _ = self.finetune(compressed, steps)
@@ -272,11 +267,9 @@ class CandidateEvaluator:
             return CandidateResult("{}", failure=failure, fidelity=fidelity)
         return self.score_plan(plan, fidelity)
 
-    def compressed_from_json(
-        self, plan_json: str, *, finetune_steps: int = 0
-    ) -> CompressedGenerator:
-        """Rebuild a recorded candidate (for export)."""
-        return self.build(CompressionPlan.from_json(plan_json), finetune_steps=finetune_steps)
+    def compressed_from_json(self, plan_json: str) -> CompressedGenerator:
+        """Rebuild a recorded candidate as applied, before any fine-tune (for export)."""
+        return self.build(CompressionPlan.from_json(plan_json))
 
     @torch.no_grad()
     def samples(self, models: Sequence[nn.Module], n: int = 16, seed: int = 1234) -> SampleRows:

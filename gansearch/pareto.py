@@ -269,30 +269,31 @@ def best(front: Sequence[FrontPoint], metric_name: str) -> FrontPoint:
     return max(scored, key=lambda p: sign * float(p.metrics[metric_name]))
 
 
+def compression(
+    point: FrontPoint, objectives: Sequence[str], teacher: Mapping[str, float | None]
+) -> float:
+    """Log of the product of teacher / candidate over the teacher's cost objectives."""
+    total = 0.0
+    for name in objectives:
+        if METRICS[name].kind != "cost" or not teacher.get(name):
+            continue
+        value = point.metrics.get(name)
+        if value is None or value <= 0:
+            return -math.inf
+        total += math.log(float(teacher[name]) / float(value))
+    return total
+
+
 def most_compressed(
     front: Sequence[FrontPoint], objectives: Sequence[str], teacher: Mapping[str, float | None]
 ) -> FrontPoint:
-    """The feasible front point with the largest geometric-mean compression.
-
-    The product of teacher / candidate over the study's cost objectives (stored bytes,
-    MACs, ...): the point that trades the most cost for the quality the constraints still
-    allow, weighing a halving of bytes and a halving of MACs alike (what ``gansearch bench
-    headline`` exports). Cost objectives without a finite teacher value are left out.
-    """
-    costs = [o for o in objectives if METRICS[o].kind == "cost" and teacher.get(o)]
+    """The front point with the largest :func:`compression` (a halving of bytes and of MACs
+    weigh alike; quality enters through the constraints): ``bench headline``'s pick."""
     if not front:
         raise ValueError("the front is empty: no feasible completed trial")
-    if not costs:
+    if not any(METRICS[o].kind == "cost" and teacher.get(o) for o in objectives):
         raise ValueError("`--pick compression` needs a cost objective the teacher has")
-
-    def log_ratio(point: FrontPoint) -> float:
-        values = [point.metrics.get(name) for name in costs]
-        if any(v is None or v <= 0 for v in values):
-            return -math.inf
-        pairs = zip(costs, values, strict=True)
-        return sum(math.log(float(teacher[name]) / float(value)) for name, value in pairs)
-
-    return max(front, key=log_ratio)
+    return max(front, key=lambda point: compression(point, objectives, teacher))
 
 
 @dataclass(frozen=True)

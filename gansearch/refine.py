@@ -15,7 +15,7 @@ them on the study's full protocol. The promotion rule is Pareto-aware and stated
 * the candidate is on the *unconstrained* front of the search's complete, full-fidelity
   trials (no other trial is at least as good in every objective);
 * it is more compressed (larger product of teacher / candidate over the cost objectives,
-  :func:`gansearch.pareto.most_compressed`) than the feasible front's most compressed
+  :func:`gansearch.pareto.compression`) than the feasible front's most compressed
   point, so that it could replace it;
 * its quality is inside the hypervolume reference point (at most 2x the teacher's FID;
   :func:`gansearch.pareto.reference_point`), beyond which a point adds nothing to the
@@ -38,20 +38,13 @@ from typing import Any
 import numpy as np
 
 from gansearch.evaluators.objectives import METRICS
-from gansearch.pareto import FrontPoint, pareto_front, reference_point, relative_losses
-
-
-def compression(point: FrontPoint, objectives: Sequence[str], teacher: dict[str, Any]) -> float:
-    """Log of the product of teacher / candidate over the cost objectives (larger: smaller)."""
-    total = 0.0
-    for name in objectives:
-        if METRICS[name].kind != "cost" or not teacher.get(name):
-            continue
-        value = point.metrics.get(name)
-        if value is None or value <= 0:
-            return -math.inf
-        total += math.log(float(teacher[name]) / float(value))
-    return total
+from gansearch.pareto import (
+    FrontPoint,
+    compression,
+    pareto_front,
+    reference_point,
+    relative_losses,
+)
 
 
 def refinement_candidates(

@@ -475,7 +475,9 @@ def test_a_scored_candidate_is_what_its_artifact_stores(
         layers={"up1.1": LayerPlan(weight="int8", activation_bits=8)},
         norm_dtype="float16",
     )
-    built = evaluator.build(plan, finetune_steps=finetune_steps)
+    built = evaluator.build(plan)
+    if finetune_steps:
+        built, _ = evaluator.finetune(built, finetune_steps)
     for module in built.module.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             for tensor in (module.running_mean, module.running_var, module.weight, module.bias):

@@ -216,7 +216,7 @@ def bench_distill(
     teacher = evaluator.teacher_score
     rows = []
     for name in chosen:
-        compressed = evaluator.build(available[name], finetune_steps=0)
+        compressed = evaluator.build(available[name])
         score = evaluator.scorer.score(compressed)
         entries = []
         for recipe, count in runs:

@@ -83,7 +83,6 @@ def bench_headline(
     from gansearch.candidates import CandidateEvaluator
     from gansearch.errors import GansearchError
     from gansearch.evaluate import evaluate_artifact, quality_metric
-    from gansearch.evaluators.objectives import METRICS
     from gansearch.refine import refine, refinement_candidates
     from gansearch.runner.storage import open_study
     from gansearch.sensitivity_measure import sensitivity_table
@@ -149,8 +148,6 @@ def bench_headline(
     for name in (quality, *HEADLINE_METRICS):
         if name not in artifact.values:
             continue
-        better_when_larger = METRICS[name].direction == "maximize"
-        ratio = _ratio(teacher.values[name], artifact.values[name])
         rows.append(
             {
                 "metric": name,
@@ -158,7 +155,9 @@ def bench_headline(
                 "teacher_spread": teacher.spread.get(name),
                 "artifact": artifact.values[name],
                 "artifact_spread": artifact.spread.get(name),
-                "ratio": None if better_when_larger or name == quality else ratio,
+                "ratio": None
+                if name == quality
+                else _ratio(teacher.values[name], artifact.values[name]),
             }
         )
     constraints = {

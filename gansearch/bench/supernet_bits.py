@@ -62,7 +62,7 @@ def compare_supernets(
     for ratio in ratios:
         for width_bits in bits:
             plan = uniform_plan(current.space.structure, ratio, width_bits)
-            scores = [e.scorer.score(e.build(plan, finetune_steps=0)) for e in (current, other)]
+            scores = [e.scorer.score(e.build(plan)) for e in (current, other)]
             rows.append(
                 {
                     "ratio": ratio,

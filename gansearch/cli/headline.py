@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gansearch.bench.headline import REFINE_CANDIDATES
 from gansearch.cli.common import JsonOpt, console, format_value, progress_bar, user_errors
 
 VERDICT = {True: "[green]met[/green]", False: "[red]not met[/red]"}
@@ -33,7 +34,7 @@ def headline(
             help="Candidates that could enter the feasible front once distilled, distilled "
             "and re-scored before the pick (0: none)."
         ),
-    ] = 3,
+    ] = REFINE_CANDIDATES,
     as_json: JsonOpt = False,
 ) -> None:
     """Sensitivity, search, export with fine-tune; the artifact's figures beside the teacher's."""
